@@ -1,0 +1,164 @@
+//! Request handlers.
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::Span;
+
+use super::error::ApiError;
+use crate::bitrix24::{parse_form, parse_json, Portals};
+use crate::event::{normalize, Routes};
+use crate::publish::{Outcome, Publisher};
+
+/// Everything a handler needs; shared by all workers.
+pub struct AppState {
+    pub portals: Portals,
+    pub routes: Routes,
+    pub publisher: Publisher,
+    pub max_body_bytes: usize,
+    pub ready_timeout: Duration,
+}
+
+/// Mounts the routes; used by the server and by tests alike.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/b24/events")
+            .route(web::post().to(post_event))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource("/healthz").route(web::get().to(healthz)))
+    .service(web::resource("/readyz").route(web::get().to(readyz)))
+    .default_service(web::to(not_found));
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BodyKind {
+    Form,
+    Json,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+        "application/json" => Ok(BodyKind::Json),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Keeps attacker-chosen text in log fields short and printable.
+fn loggable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+async fn post_event(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let span = Span::current();
+    match accept_event(&req, payload, &state, &span).await {
+        Ok((outcome, id)) => {
+            span.record("outcome", outcome.status());
+            Ok(HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id })))
+        }
+        Err(e) => {
+            span.record("outcome", e.code());
+            span.record("error", e.log_detail().as_str());
+            Err(e)
+        }
+    }
+}
+
+async fn accept_event(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    span: &Span,
+) -> Result<(Outcome, String), ApiError> {
+    let received_at = OffsetDateTime::now_utc();
+    let kind = body_kind(req.headers())?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let tree = match kind {
+        BodyKind::Form => parse_form(&body)?,
+        BodyKind::Json => parse_json(&body)?,
+    };
+    if let Some(event) = tree.str_field("event") {
+        span.record("event", loggable(event).as_str());
+    }
+    let verified = state.portals.verify(tree).map_err(ApiError::Unauthorized)?;
+    span.record("member_id", verified.member_id().as_str());
+    let record = normalize(&verified, &state.routes, received_at)?;
+    span.record("key", loggable(&record.key).as_str());
+    span.record("event_id", record.id.as_str());
+    let id = record.id.clone();
+    let outcome = state.publisher.publish(record).await?;
+    Ok((outcome, id))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state
+        .publisher
+        .sink()
+        .check_ready(state.ready_timeout)
+        .await
+    {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": "not_ready",
+            "message": format!("Kafka brokers are not reachable: {reason}"),
+        })),
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

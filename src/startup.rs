@@ -1,0 +1,144 @@
+//! One way to build and run the service, used by `main` and by the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::bitrix24::Portals;
+use crate::event::Routes;
+use crate::http::{configure, AppState};
+use crate::publish::{KafkaSink, Publisher, Sink};
+use crate::settings::Settings;
+use crate::telemetry::request_telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot start the HTTP server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    publisher: Publisher,
+    flush_timeout: Duration,
+}
+
+/// Stops a running [`Application`] gracefully (what SIGTERM does).
+#[derive(Clone)]
+pub struct ShutdownHandle(ServerHandle);
+
+impl ShutdownHandle {
+    pub async fn shutdown(&self) {
+        self.0.stop(true).await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let sink: Arc<dyn Sink> = Arc::new(KafkaSink::new(&settings.kafka)?);
+        Self::build_with_sink(settings, sink).await
+    }
+
+    /// Same as [`Application::build`] with another [`Sink`] (tests).
+    pub async fn build_with_sink(
+        settings: Settings,
+        sink: Arc<dyn Sink>,
+    ) -> Result<Self, StartupError> {
+        let publisher = Publisher::new(
+            sink,
+            Duration::from_millis(settings.kafka.publish_timeout_ms),
+        );
+        let state = web::Data::new(AppState {
+            portals: Portals::new(settings.portals.clone()),
+            routes: Routes::new(settings.routes.clone()),
+            publisher: publisher.clone(),
+            max_body_bytes: settings.server.max_body_bytes,
+            ready_timeout: Duration::from_millis(settings.kafka.ready_timeout_ms),
+        });
+        let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(request_telemetry))
+                .configure(configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .disable_signals();
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+            publisher,
+            flush_timeout: Duration::from_secs(settings.kafka.flush_timeout_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.server.handle())
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a [`ShutdownHandle`]), then stops
+    /// accepting, lets in-flight requests finish and flushes the producer:
+    /// dropping an rdkafka producer would purge what it still holds.
+    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; draining in-flight requests");
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        signals.abort();
+        let left = self.publisher.sink().flush(self.flush_timeout).await;
+        if left > 0 {
+            tracing::error!(undelivered = left, "producer still held records at shutdown");
+        } else {
+            tracing::info!("producer flushed; bye");
+        }
+        served
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
