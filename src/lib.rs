@@ -5,6 +5,7 @@
 //! [`bitrix24`] (wire format, authentication) → [`event`] (normalized
 //! message) → [`publish`] (Kafka), wired by [`startup`] from [`settings`].
 
+pub mod admin;
 pub mod bitrix24;
 pub mod event;
 pub mod http;

@@ -102,6 +102,7 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolSettings {
+    pub enabled: bool,
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub segment_bytes: u64,
@@ -185,7 +186,10 @@ impl RawSettings {
             return Err(invalid("kafka.brokers", "must not be empty"));
         }
         if self.kafka.publish_timeout_ms == 0 {
-            return Err(invalid("kafka.publish_timeout_ms", "must be greater than 0"));
+            return Err(invalid(
+                "kafka.publish_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if self.kafka.ready_timeout_ms == 0 {
             return Err(invalid("kafka.ready_timeout_ms", "must be greater than 0"));
@@ -234,7 +238,8 @@ impl RawSettings {
                 return Err(invalid(format!("routes[{i}].event"), "must not be empty"));
             }
             validate_topic(&raw.topic).map_err(|r| invalid(format!("routes[{i}].topic"), r))?;
-            let key = KeyPath::parse(&raw.key).map_err(|r| invalid(format!("routes[{i}].key"), r))?;
+            let key =
+                KeyPath::parse(&raw.key).map_err(|r| invalid(format!("routes[{i}].key"), r))?;
             let route = Route::new(event, raw.topic.clone(), key);
             if routes.iter().any(|r| r.event() == route.event()) {
                 return Err(invalid(
@@ -348,8 +353,10 @@ mod tests {
 
     fn with_portal() -> RawSettings {
         let mut raw = RawSettings::defaults();
-        raw.portals
-            .push(RawPortal::inline("0123456789abcdef0123456789abcdef", "t0k3n"));
+        raw.portals.push(RawPortal::inline(
+            "0123456789abcdef0123456789abcdef",
+            "t0k3n",
+        ));
         raw
     }
 
@@ -366,9 +373,15 @@ mod tests {
         let names: Vec<_> = s.routes.iter().map(|r| r.event().to_owned()).collect();
         assert_eq!(
             names,
-            ["ONSIGNB2EDOCUMENTSTATUSCHANGED", "ONSIGNB2EMEMBERSTATUSCHANGED"]
+            [
+                "ONSIGNB2EDOCUMENTSTATUSCHANGED",
+                "ONSIGNB2EMEMBERSTATUSCHANGED"
+            ]
         );
-        assert!(s.routes.iter().all(|r| r.key().to_string() == "data.documentUid"));
+        assert!(s
+            .routes
+            .iter()
+            .all(|r| r.key().to_string() == "data.documentUid"));
     }
 
     #[test]
@@ -383,9 +396,7 @@ mod tests {
         assert_eq!(err_key(raw), "server.listen");
 
         let mut raw = with_portal();
-        raw.kafka
-            .properties
-            .insert("acks".into(), "1".into());
+        raw.kafka.properties.insert("acks".into(), "1".into());
         assert_eq!(err_key(raw), "kafka.properties.acks");
 
         let mut raw = with_portal();

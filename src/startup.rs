@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpServer};
 use crate::bitrix24::Portals;
 use crate::event::Routes;
 use crate::http::{configure, AppState};
-use crate::publish::{KafkaSink, Publisher, Sink};
+use crate::publish::{KafkaSink, Publisher, Sink, Spool, SpoolConfig, SpoolError};
 use crate::settings::Settings;
 use crate::telemetry::request_telemetry;
 
@@ -26,6 +26,8 @@ pub enum StartupError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot start the HTTP server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("cannot open the spool (spool.dir): {0}")]
+    Spool(#[from] SpoolError),
 }
 
 pub struct Application {
@@ -33,6 +35,34 @@ pub struct Application {
     server: Server,
     publisher: Publisher,
     flush_timeout: Duration,
+}
+
+/// Opens the spool and says what recovery found.
+fn open_spool(settings: &Settings) -> Result<Option<Arc<Spool>>, SpoolError> {
+    if !settings.spool.enabled {
+        tracing::warn!("spool disabled: events the broker does not acknowledge in time get 503");
+        return Ok(None);
+    }
+    let (spool, report) = Spool::open(SpoolConfig {
+        dir: settings.spool.dir.clone(),
+        max_bytes: settings.spool.max_bytes,
+        segment_bytes: settings.spool.segment_bytes,
+    })?;
+    for file in &report.corrupt_files {
+        tracing::error!(
+            file = %file.display(),
+            discarded_bytes = report.discarded_bytes,
+            "corrupt spool data moved aside; intact records were recovered"
+        );
+    }
+    if report.records > 0 {
+        tracing::info!(
+            records = report.records,
+            bytes = report.bytes,
+            "spool recovered; delivering it before new events"
+        );
+    }
+    Ok(Some(Arc::new(spool)))
 }
 
 /// Stops a running [`Application`] gracefully (what SIGTERM does).
@@ -56,9 +86,11 @@ impl Application {
         settings: Settings,
         sink: Arc<dyn Sink>,
     ) -> Result<Self, StartupError> {
+        let spool = open_spool(&settings)?;
         let publisher = Publisher::new(
             sink,
             Duration::from_millis(settings.kafka.publish_timeout_ms),
+            spool,
         );
         let state = web::Data::new(AppState {
             portals: Portals::new(settings.portals.clone()),
@@ -101,9 +133,11 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT (or a [`ShutdownHandle`]), then stops
-    /// accepting, lets in-flight requests finish and flushes the producer:
-    /// dropping an rdkafka producer would purge what it still holds.
+    /// accepting, lets in-flight requests finish (each ends acknowledged or
+    /// spooled), stops the spool drainer and flushes the producer: dropping
+    /// an rdkafka producer would purge what it still holds.
     pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
+        let drainer = self.publisher.start_drainer();
         let handle = self.server.handle();
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
@@ -112,12 +146,7 @@ impl Application {
         });
         let served = self.server.await;
         signals.abort();
-        let left = self.publisher.sink().flush(self.flush_timeout).await;
-        if left > 0 {
-            tracing::error!(undelivered = left, "producer still held records at shutdown");
-        } else {
-            tracing::info!("producer flushed; bye");
-        }
+        self.publisher.shutdown(drainer, self.flush_timeout).await;
         served
     }
 }

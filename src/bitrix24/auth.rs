@@ -67,6 +67,13 @@ impl ApplicationToken {
     }
 }
 
+impl ApplicationToken {
+    /// The token itself. Only `send-sample` uses it, to post as Bitrix24 would.
+    pub fn expose_for_sending(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
 impl fmt::Debug for ApplicationToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
@@ -140,7 +147,9 @@ impl Portals {
     }
 
     pub fn verify(&self, tree: EventTree) -> Result<VerifiedEvent, AuthError> {
-        let member_id = tree.auth_field("member_id").ok_or(AuthError::MissingMemberId)?;
+        let member_id = tree
+            .auth_field("member_id")
+            .ok_or(AuthError::MissingMemberId)?;
         let given = tree
             .auth_field("application_token")
             .ok_or(AuthError::MissingToken)?;
@@ -181,7 +190,10 @@ mod tests {
             verify("auth[application_token]=right-token").unwrap_err(),
             AuthError::MissingMemberId
         );
-        assert_eq!(verify("auth[member_id]=m1").unwrap_err(), AuthError::MissingToken);
+        assert_eq!(
+            verify("auth[member_id]=m1").unwrap_err(),
+            AuthError::MissingToken
+        );
         assert_eq!(
             verify("auth[member_id]=m1&auth[application_token]=").unwrap_err(),
             AuthError::MissingToken

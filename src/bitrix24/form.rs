@@ -178,10 +178,7 @@ mod tests {
 
     #[test]
     fn cyrillic_utf8() {
-        let encoded: String = "Подписание"
-            .bytes()
-            .map(|b| format!("%{b:02X}"))
-            .collect();
+        let encoded: String = "Подписание".bytes().map(|b| format!("%{b:02X}")).collect();
         let t = tree(&format!("data%5BstatusName%5D={encoded}"));
         assert_eq!(t["data"]["statusName"], "Подписание");
     }
@@ -276,8 +273,10 @@ mod tests {
 
     #[test]
     fn json_scalars_become_php_strings() {
-        let t = parse_json(br#"{"a":true,"b":false,"c":null,"d":[],"e":[1,null,"x"],"f":{"0":"a","1":"b"}}"#)
-            .unwrap();
+        let t = parse_json(
+            br#"{"a":true,"b":false,"c":null,"d":[],"e":[1,null,"x"],"f":{"0":"a","1":"b"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             Value::Object(t.root().clone()),
             json!({"a": "1", "b": "0", "e": {"0": "1", "2": "x"}, "f": ["a", "b"]})

@@ -120,7 +120,8 @@ fn branch_to_value(children: BTreeMap<String, Node>) -> Value {
 }
 
 fn canonical_index(key: &str) -> Option<usize> {
-    let canonical = key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+    let canonical =
+        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
     if canonical && !key.is_empty() {
         key.parse().ok()
     } else {

@@ -79,7 +79,9 @@ pub fn normalize(
     received_at: OffsetDateTime,
 ) -> Result<OutboundRecord, NormalizeError> {
     let tree = event.tree();
-    let name = tree.str_field("event").ok_or(NormalizeError::MissingEvent)?;
+    let name = tree
+        .str_field("event")
+        .ok_or(NormalizeError::MissingEvent)?;
     let route = routes
         .find(name)
         .ok_or_else(|| NormalizeError::NoRoute(name.to_owned()))?;
@@ -203,7 +205,9 @@ mod tests {
             MemberId::parse(MEMBER).unwrap(),
             ApplicationToken::parse("app-secret").unwrap(),
         )]);
-        portals.verify(parse_form(body.as_bytes()).unwrap()).unwrap()
+        portals
+            .verify(parse_form(body.as_bytes()).unwrap())
+            .unwrap()
     }
 
     fn routes() -> Routes {
@@ -215,7 +219,12 @@ mod tests {
     }
 
     fn record(body: &str) -> OutboundRecord {
-        normalize(&verified(body), &routes(), datetime!(2026-12-03 16:40:00.5 UTC)).unwrap()
+        normalize(
+            &verified(body),
+            &routes(),
+            datetime!(2026-12-03 16:40:00.5 UTC),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -299,15 +308,24 @@ mod tests {
             normalize(&ev, &r, now).unwrap_err(),
             NormalizeError::NoRoute("ONCRMDEALUPDATE".into())
         );
-        let ev = verified(&BODY.replace("data%5BdocumentUid%5D=R-LK-50JI-3AAK-WS1A", "data%5BdocumentUid%5D="));
+        let ev = verified(&BODY.replace(
+            "data%5BdocumentUid%5D=R-LK-50JI-3AAK-WS1A",
+            "data%5BdocumentUid%5D=",
+        ));
         assert_eq!(
             normalize(&ev, &r, now).unwrap_err(),
             NormalizeError::MissingKey("data.documentUid".into())
         );
         let ev = verified(&BODY.replace("ts=1770374899", "ts=yesterday"));
-        assert_eq!(normalize(&ev, &r, now).unwrap_err(), NormalizeError::InvalidTs);
+        assert_eq!(
+            normalize(&ev, &r, now).unwrap_err(),
+            NormalizeError::InvalidTs
+        );
         let ev = verified(&BODY.replace("event=ONSIGNB2EDOCUMENTSTATUSCHANGED&", ""));
-        assert_eq!(normalize(&ev, &r, now).unwrap_err(), NormalizeError::MissingEvent);
+        assert_eq!(
+            normalize(&ev, &r, now).unwrap_err(),
+            NormalizeError::MissingEvent
+        );
     }
 
     #[test]

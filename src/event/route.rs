@@ -11,9 +11,7 @@ impl KeyPath {
     pub fn parse(s: &str) -> Result<Self, String> {
         let segments: Vec<String> = s.split('.').map(str::to_owned).collect();
         if s.is_empty() || segments.iter().any(String::is_empty) {
-            return Err(format!(
-                "{s:?} is not a dotted path like data.documentUid"
-            ));
+            return Err(format!("{s:?} is not a dotted path like data.documentUid"));
         }
         Ok(KeyPath(segments))
     }

@@ -25,7 +25,7 @@ pub enum ApiError {
     Unauthorized(#[source] AuthError),
     #[error("{0}")]
     Unroutable(#[from] NormalizeError),
-    #[error("the event could not be delivered to Kafka and was not accepted; {0}")]
+    #[error("the event was not accepted: {0}")]
     Unavailable(#[from] PublishError),
     #[error("no such endpoint")]
     NotFound,
@@ -53,7 +53,9 @@ impl ApiError {
             ApiError::Unroutable(NormalizeError::MissingEvent) => "no_route",
             ApiError::Unroutable(NormalizeError::MissingKey(_)) => "missing_key",
             ApiError::Unroutable(NormalizeError::InvalidTs) => "invalid_field",
-            ApiError::Unavailable(_) => "broker_unavailable",
+            ApiError::Unavailable(PublishError::Unavailable(_)) => "broker_unavailable",
+            ApiError::Unavailable(PublishError::SpoolFull) => "spool_full",
+            ApiError::Unavailable(PublishError::Spool(_)) => "spool_unavailable",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
         }

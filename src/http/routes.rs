@@ -140,18 +140,25 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Ready when the broker answers, or, while it does not, when the spool can
+/// still take events (the bridge keeps its promise either way).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state
-        .publisher
-        .sink()
-        .check_ready(state.ready_timeout)
-        .await
-    {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
-        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({
+    let publisher = &state.publisher;
+    let kafka = publisher.sink().check_ready(state.ready_timeout).await;
+    let spool = publisher.spool_stats();
+    let kafka_status = match &kafka {
+        Ok(()) => "ok".to_owned(),
+        Err(reason) => format!("unreachable: {reason}"),
+    };
+    if kafka.is_ok() || publisher.spool_can_accept() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "kafka": kafka_status, "spool": spool }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
             "error": "not_ready",
-            "message": format!("Kafka brokers are not reachable: {reason}"),
-        })),
+            "message": format!("Kafka brokers are not reachable ({kafka_status}) and the spool cannot take events"),
+            "kafka": kafka_status,
+            "spool": spool,
+        }))
     }
 }
 

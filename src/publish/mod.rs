@@ -1,15 +1,26 @@
-//! Getting a record to Kafka: the [`Sink`] trait (one real implementation,
-//! [`KafkaSink`], on rdkafka) and the [`Publisher`] that the HTTP layer
-//! calls, which bounds how long a request may wait for the broker.
+//! Getting a record to Kafka without ever losing one that was answered 2xx.
+//!
+//! The HTTP layer calls [`Publisher::publish`]. Normally the record goes
+//! straight to the broker ([`Sink`], implemented on rdkafka by
+//! [`KafkaSink`]) and the answer waits for the acknowledgement. When the
+//! broker does not acknowledge within the publish deadline, the record is
+//! appended to the durable [`Spool`] (fsync'd before the answer) and from
+//! then on every new record goes through the spool too, so arrival order is
+//! kept, until a drainer task has delivered the spool to Kafka in order.
 
 mod kafka;
+pub mod spool;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use kafka::KafkaSink;
+pub use spool::{RecoveryReport, Spool, SpoolConfig, SpoolError};
 
 use crate::event::OutboundRecord;
 
@@ -34,13 +45,28 @@ pub enum SendError {
     Closed,
 }
 
+impl SendError {
+    /// Short label for metrics.
+    pub fn code(&self) -> String {
+        match self {
+            SendError::Timeout(_) => "Timeout".into(),
+            SendError::QueueFull => "QueueFull".into(),
+            SendError::Kafka(code) => code.clone(),
+            SendError::Closed => "Closed".into(),
+        }
+    }
+}
+
 /// A Kafka producer as the bridge needs it.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// Hands the record over and waits at most `deadline` for the broker's
     /// acknowledgement. A record that timed out may still be delivered later.
-    async fn send(&self, record: &OutboundRecord, deadline: Duration)
-        -> Result<Delivery, SendError>;
+    async fn send(
+        &self,
+        record: &OutboundRecord,
+        deadline: Duration,
+    ) -> Result<Delivery, SendError>;
 
     /// Whether the cluster answers a metadata request within `timeout`.
     async fn check_ready(&self, timeout: Duration) -> Result<(), String>;
@@ -55,6 +81,8 @@ pub trait Sink: Send + Sync + 'static {
 pub enum Outcome {
     /// Acknowledged by the broker.
     Delivered(Delivery),
+    /// Durable in the local spool; the drainer delivers it later.
+    Spooled { seq: u64 },
 }
 
 impl Outcome {
@@ -62,34 +90,273 @@ impl Outcome {
     pub fn status(&self) -> &'static str {
         match self {
             Outcome::Delivered(_) => "accepted",
+            Outcome::Spooled { .. } => "spooled",
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// No spool configured and the broker did not acknowledge.
     #[error(transparent)]
     Unavailable(#[from] SendError),
+    #[error("the local spool is full")]
+    SpoolFull,
+    #[error("the local spool cannot store the event: {0}")]
+    Spool(String),
 }
 
-/// The publish path of a request.
-#[derive(Clone)]
-pub struct Publisher {
+/// Spool figures for `/readyz` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// How many spooled records the drainer hands to the producer at once.
+const DRAIN_BATCH: usize = 256;
+/// How long the drainer waits for a batch: longer than librdkafka's own
+/// `message.timeout.ms` would be pointless, shorter creates duplicates.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+struct Inner {
     sink: Arc<dyn Sink>,
     deadline: Duration,
+    spool: Option<Arc<Spool>>,
+    /// True while the spool may hold anything: new records queue behind it.
+    spooling: AtomicBool,
+    /// Serialises "decide to spool + append" against "spool drained, leave
+    /// spool mode", so no record can overtake a spooled one.
+    mode: Mutex<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// The publish path of a request. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
 }
 
 impl Publisher {
-    pub fn new(sink: Arc<dyn Sink>, deadline: Duration) -> Self {
-        Publisher { sink, deadline }
+    pub fn new(sink: Arc<dyn Sink>, deadline: Duration, spool: Option<Arc<Spool>>) -> Self {
+        let spooling = spool.as_ref().is_some_and(|s| s.pending() > 0);
+        let (stop, _) = watch::channel(false);
+        Publisher {
+            inner: Arc::new(Inner {
+                sink,
+                deadline,
+                spool,
+                spooling: AtomicBool::new(spooling),
+                mode: Mutex::new(()),
+                stop,
+            }),
+        }
     }
 
     pub fn sink(&self) -> &Arc<dyn Sink> {
-        &self.sink
+        &self.inner.sink
+    }
+
+    pub fn spool_stats(&self) -> Option<SpoolStats> {
+        self.inner.spool.as_ref().map(|s| SpoolStats {
+            records: s.pending(),
+            bytes: s.used_bytes(),
+            max_bytes: s.max_bytes(),
+        })
+    }
+
+    /// Whether a new event could be spooled right now.
+    pub fn spool_can_accept(&self) -> bool {
+        self.spool_stats().is_some_and(|s| s.bytes < s.max_bytes)
     }
 
     pub async fn publish(&self, record: OutboundRecord) -> Result<Outcome, PublishError> {
-        let delivery = self.sink.send(&record, self.deadline).await?;
-        Ok(Outcome::Delivered(delivery))
+        let inner = &self.inner;
+        if inner.spool.is_none() || !inner.spooling.load(Ordering::Acquire) {
+            match inner.sink.send(&record, inner.deadline).await {
+                Ok(delivery) => return Ok(Outcome::Delivered(delivery)),
+                Err(e) if inner.spool.is_none() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker did not acknowledge; spooling");
+                }
+            }
+        }
+        self.spool(&record).await
     }
+
+    async fn spool(&self, record: &OutboundRecord) -> Result<Outcome, PublishError> {
+        let Some(spool) = &self.inner.spool else {
+            return Err(PublishError::Spool("no spool configured".into()));
+        };
+        let bytes = serde_json::to_vec(record).expect("a record always serializes");
+        let durable = {
+            let _mode = lock(&self.inner.mode);
+            self.inner.spooling.store(true, Ordering::Release);
+            spool.append(bytes)
+        };
+        let durable = durable.map_err(spool_error)?;
+        let seq = durable.await.map_err(spool_error)?;
+        Ok(Outcome::Spooled { seq })
+    }
+
+    /// Starts the task that delivers the spool to Kafka, in order.
+    pub fn start_drainer(&self) -> Option<JoinHandle<()>> {
+        let spool = self.inner.spool.clone()?;
+        let this = self.clone();
+        Some(tokio::spawn(async move { this.drain(spool).await }))
+    }
+
+    async fn drain(&self, spool: Arc<Spool>) {
+        let mut stop = self.inner.stop.subscribe();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let peeked = {
+                let spool = spool.clone();
+                tokio::task::spawn_blocking(move || spool.peek(DRAIN_BATCH)).await
+            };
+            let batch = match peeked {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                    self.sleep_or_stop(&mut stop, BACKOFF_MAX).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
+            if batch.is_empty() {
+                {
+                    let _mode = lock(&self.inner.mode);
+                    if spool.pending() == 0 && self.inner.spooling.swap(false, Ordering::AcqRel) {
+                        tracing::info!("spool drained; publishing directly again");
+                    }
+                }
+                tokio::select! {
+                    _ = spool.wait_for_entries() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            // Don't pile copies into the producer while the broker is away.
+            if let Err(reason) = self.inner.sink.check_ready(Duration::from_secs(1)).await {
+                tracing::debug!(%reason, "broker unreachable; spool drain waits");
+                self.sleep_or_stop(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            match self.deliver(&spool, batch).await {
+                Ok(()) => backoff = BACKOFF_MIN,
+                Err(e) => {
+                    tracing::warn!(error = %e, "spool drain failed; will retry");
+                    self.sleep_or_stop(&mut stop, backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Hands the batch to the producer in order (its idempotence keeps the
+    /// order per partition) and acks the longest delivered prefix.
+    async fn deliver(
+        &self,
+        spool: &Arc<Spool>,
+        batch: Vec<spool::SpoolEntry>,
+    ) -> Result<(), String> {
+        let mut records = Vec::with_capacity(batch.len());
+        for entry in &batch {
+            match serde_json::from_slice::<OutboundRecord>(&entry.bytes) {
+                Ok(r) => records.push((entry.seq, Some(r))),
+                Err(e) => {
+                    tracing::error!(seq = entry.seq, error = %e, "undecodable spool entry skipped");
+                    records.push((entry.seq, None));
+                }
+            }
+        }
+        let sink = &self.inner.sink;
+        let sends = records.iter().map(|(seq, record)| async move {
+            match record {
+                Some(r) => (*seq, sink.send(r, DRAIN_DEADLINE).await.map(|_| ())),
+                None => (*seq, Ok(())),
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut acked = None;
+        let mut failure = None;
+        for (seq, result) in results {
+            match result {
+                Ok(()) => acked = Some(seq),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(seq) = acked {
+            let spool = spool.clone();
+            tokio::task::spawn_blocking(move || spool.ack(seq))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(upto = seq, "spooled records delivered");
+        }
+        match failure {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    async fn sleep_or_stop(&self, stop: &mut watch::Receiver<bool>, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// Shutdown: stop the drainer (a batch in flight gets `grace`), flush
+    /// the producer within what is left of `grace`, close the spool.
+    /// Whatever the broker did not acknowledge stays in the spool.
+    pub async fn shutdown(&self, drainer: Option<JoinHandle<()>>, grace: Duration) {
+        let started = std::time::Instant::now();
+        let _ = self.inner.stop.send(true);
+        if let Some(handle) = drainer {
+            if tokio::time::timeout(grace, handle).await.is_err() {
+                tracing::warn!("spool drainer did not stop within the grace period");
+            }
+        }
+        let left = self
+            .inner
+            .sink
+            .flush(grace.saturating_sub(started.elapsed()))
+            .await;
+        if let Some(spool) = &self.inner.spool {
+            let spool = spool.clone();
+            let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        }
+        let spooled = self.spool_stats().map_or(0, |s| s.records);
+        if left > 0 {
+            tracing::warn!(
+                undelivered = left,
+                spooled,
+                "producer still held records at shutdown (each is also in the spool)"
+            );
+        } else {
+            tracing::info!(spooled, "producer flushed");
+        }
+    }
+}
+
+fn spool_error(e: SpoolError) -> PublishError {
+    match e {
+        SpoolError::Full { .. } => PublishError::SpoolFull,
+        other => PublishError::Spool(other.to_string()),
+    }
+}
+
+fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

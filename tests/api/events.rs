@@ -21,7 +21,10 @@ async fn signing_event_becomes_one_keyed_record_with_cloudevents_headers() {
     assert_eq!(records.len(), 1, "exactly one record");
     let r = &records[0];
     assert_eq!(r.key, "R-LK-50JI-3AAK-WS1A");
-    assert_eq!(r.partition, java_partition("R-LK-50JI-3AAK-WS1A", PARTITIONS));
+    assert_eq!(
+        r.partition,
+        java_partition("R-LK-50JI-3AAK-WS1A", PARTITIONS)
+    );
 
     assert_eq!(r.headers["ce_specversion"], "1.0");
     assert_eq!(r.headers["ce_id"], id);
@@ -29,7 +32,10 @@ async fn signing_event_becomes_one_keyed_record_with_cloudevents_headers() {
         r.headers["ce_source"],
         format!("urn:bitrix24:portal:{}", app.member_id)
     );
-    assert_eq!(r.headers["ce_type"], "bitrix24.ONSIGNB2EDOCUMENTSTATUSCHANGED");
+    assert_eq!(
+        r.headers["ce_type"],
+        "bitrix24.ONSIGNB2EDOCUMENTSTATUSCHANGED"
+    );
     assert_eq!(r.headers["ce_time"], "2026-02-06T10:48:19Z");
     assert_eq!(r.headers["ce_subject"], "R-LK-50JI-3AAK-WS1A");
     assert_eq!(r.headers["content-type"], "application/json");
@@ -76,10 +82,18 @@ async fn keys_spread_over_partitions_as_java_would_place_them() {
     let records = app.consume_docs(uids.len());
     assert_eq!(records.len(), uids.len());
     for r in &records {
-        assert_eq!(r.partition, java_partition(&r.key, PARTITIONS), "key {}", r.key);
+        assert_eq!(
+            r.partition,
+            java_partition(&r.key, PARTITIONS),
+            "key {}",
+            r.key
+        );
     }
     let used: std::collections::HashSet<_> = records.iter().map(|r| r.partition).collect();
-    assert!(used.len() > 1, "12 keys should not all hash to one partition");
+    assert!(
+        used.len() > 1,
+        "12 keys should not all hash to one partition"
+    );
 }
 
 #[tokio::test]
@@ -102,11 +116,18 @@ async fn same_event_as_form_raw_brackets_and_json_has_one_id() {
     later.ts = "1770374900".into();
     let res = app.post_form(&later.form()).await;
     let body: Value = res.json().await.unwrap();
-    assert_ne!(body["id"], ids[0].as_str(), "a different ts is a different event");
+    assert_ne!(
+        body["id"],
+        ids[0].as_str(),
+        "a different ts is a different event"
+    );
 
     let records = app.consume_docs(4);
     assert_eq!(records.len(), 4);
-    let ce_ids: Vec<&str> = records.iter().map(|r| r.headers["ce_id"].as_str()).collect();
+    let ce_ids: Vec<&str> = records
+        .iter()
+        .map(|r| r.headers["ce_id"].as_str())
+        .collect();
     assert_eq!(ce_ids.iter().filter(|i| **i == ids[0]).count(), 3);
     // Same key, same partition: all four are in order on one partition.
     assert!(records.iter().all(|r| r.partition == records[0].partition));
@@ -148,7 +169,10 @@ async fn member_status_events_go_to_their_own_topic() {
     assert_eq!(records[0].key, "R-MEM-1");
     assert_eq!(records[0].value["data"]["memberUid"], "M-1");
     assert_eq!(records[0].value["data"]["statusCode"], "refused");
-    assert!(app.consume_docs(1).is_empty(), "nothing on the document topic");
+    assert!(
+        app.consume_docs(1).is_empty(),
+        "nothing on the document topic"
+    );
 }
 
 #[tokio::test]
@@ -189,5 +213,7 @@ async fn incoming_request_id_is_echoed_and_logged() {
     assert_eq!(res.headers()["x-request-id"], rid.as_str());
     let lines = log_lines_with(&rid);
     assert!(!lines.is_empty());
-    assert!(lines.iter().all(|l| l["span"]["request_id"] == rid.as_str()));
+    assert!(lines
+        .iter()
+        .all(|l| l["span"]["request_id"] == rid.as_str()));
 }

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use b24_kafka_bridge::settings::{LogFormat, LogSettings, RawPortal, RawRoute, RawSettings};
-use b24_kafka_bridge::startup::{Application, ShutdownHandle};
+use b24_kafka_bridge::startup::Application;
 use b24_kafka_bridge::telemetry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -105,7 +105,11 @@ impl Broker {
 
     /// SQLite storage in `workdir`: survives a stop/start.
     pub fn start_sqlite(workdir: &Path) -> Broker {
-        Self::start(free_port(), "sqlite://tansu.db".into(), workdir.to_path_buf())
+        Self::start(
+            free_port(),
+            "sqlite://tansu.db".into(),
+            workdir.to_path_buf(),
+        )
     }
 
     fn start(port: u16, storage: String, workdir: PathBuf) -> Broker {
@@ -134,7 +138,13 @@ impl Broker {
             .arg("-c")
             .arg(r#""$0" "$@" & pid=$!; cat >/dev/null; kill -9 $pid 2>/dev/null; wait $pid"#)
             .arg(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", &self.storage])
             .current_dir(&self.workdir)
             .env("RUST_LOG", "warn")
@@ -151,7 +161,11 @@ impl Broker {
     fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not come up on {}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not come up on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -217,7 +231,8 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, wait: Duration) -> V
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -314,7 +329,6 @@ pub struct TestApp {
     pub token: String,
     pub doc_topic: String,
     pub member_topic: String,
-    pub shutdown: ShutdownHandle,
 }
 
 impl TestApp {
@@ -353,6 +367,7 @@ impl TestApp {
         raw.server.shutdown_timeout_secs = 5;
         raw.kafka.brokers = brokers.to_owned();
         raw.kafka.flush_timeout_secs = 5;
+        raw.spool.dir = tempfile::tempdir().unwrap().keep();
         raw.portals = vec![RawPortal::inline(&member_id, &token)];
         raw.routes = vec![
             RawRoute {
@@ -370,7 +385,6 @@ impl TestApp {
         let settings = raw.validate().expect("test settings are valid");
         let app = Application::build(settings).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = app.shutdown_handle();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             base,
@@ -380,7 +394,6 @@ impl TestApp {
             token,
             doc_topic,
             member_topic,
-            shutdown,
         }
     }
 
@@ -429,7 +442,12 @@ impl TestApp {
     }
 
     pub fn consume_docs(&self, expected: usize) -> Vec<Consumed> {
-        consume(&self.brokers, &self.doc_topic, expected, Duration::from_secs(15))
+        consume(
+            &self.brokers,
+            &self.doc_topic,
+            expected,
+            Duration::from_secs(15),
+        )
     }
 }
 
@@ -476,13 +494,22 @@ impl SignEvent {
             ("auth[expires_in]".into(), "3600".into()),
             ("auth[scope]".into(), "sign.b2e".into()),
             ("auth[domain]".into(), "example.bitrix24.com".into()),
-            ("auth[server_endpoint]".into(), "https://oauth.bitrix.info/rest/".into()),
+            (
+                "auth[server_endpoint]".into(),
+                "https://oauth.bitrix.info/rest/".into(),
+            ),
             ("auth[status]".into(), "L".into()),
-            ("auth[client_endpoint]".into(), "https://example.bitrix24.com/rest/".into()),
+            (
+                "auth[client_endpoint]".into(),
+                "https://example.bitrix24.com/rest/".into(),
+            ),
             ("auth[member_id]".into(), self.member_id.clone()),
             ("auth[user_id]".into(), "1".into()),
             ("auth[refresh_token]".into(), self.refresh_token.clone()),
-            ("auth[application_token]".into(), self.application_token.clone()),
+            (
+                "auth[application_token]".into(),
+                self.application_token.clone(),
+            ),
         ]
     }
 
@@ -523,7 +550,11 @@ impl SignEvent {
     }
 
     pub fn secrets(&self) -> [&str; 3] {
-        [&self.access_token, &self.refresh_token, &self.application_token]
+        [
+            &self.access_token,
+            &self.refresh_token,
+            &self.application_token,
+        ]
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod durability;
 mod events;
 mod health;
 mod rejections;

@@ -32,10 +32,10 @@ async fn authentication_failures_are_401_and_publish_nothing() {
         .sign_event("R-AUTH-3", "new")
         .form()
         .replace(&format!("&auth%5Bapplication_token%5D={}", app.token), "");
-    let empty_token = app
-        .sign_event("R-AUTH-4", "new")
-        .form()
-        .replace(&format!("application_token%5D={}", app.token), "application_token%5D=");
+    let empty_token = app.sign_event("R-AUTH-4", "new").form().replace(
+        &format!("application_token%5D={}", app.token),
+        "application_token%5D=",
+    );
     let token_in_wrong_place = app
         .sign_event("R-AUTH-5", "new")
         .form()
@@ -116,7 +116,9 @@ async fn wrong_content_type_is_415_and_oversized_body_is_413() {
         .client
         .post(format!("{}/b24/events", app.base))
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -153,7 +155,7 @@ async fn unknown_paths_and_methods_get_json_errors() {
 }
 
 #[tokio::test]
-async fn unreachable_broker_is_503_within_the_deadline() {
+async fn without_spool_an_unreachable_broker_is_503_within_the_deadline() {
     // Nothing listens on this port: the broker never acknowledges.
     let dead = format!("127.0.0.1:{}", free_port());
     init_dead_topics_app(&dead).await;
@@ -161,7 +163,11 @@ async fn unreachable_broker_is_503_within_the_deadline() {
 
 async fn init_dead_topics_app(dead: &str) {
     // Topics cannot be created on a dead broker; build the app directly.
-    let app = TestApp::spawn_without_topics(dead, |raw| raw.kafka.publish_timeout_ms = 500).await;
+    let app = TestApp::spawn_without_topics(dead, |raw| {
+        raw.kafka.publish_timeout_ms = 500;
+        raw.spool.enabled = false;
+    })
+    .await;
     let ev = app.sign_event("R-DOWN-1", "new");
     let started = std::time::Instant::now();
     let res = app.post_form(&ev.form()).await;
