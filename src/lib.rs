@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bitrix24;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod publish;
 pub mod settings;
 pub mod startup;

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use crate::bitrix24::Portals;
 use crate::event::Routes;
 use crate::http::{configure, AppState};
+use crate::metrics::Metrics;
 use crate::publish::{KafkaSink, Publisher, Sink, Spool, SpoolConfig, SpoolError};
 use crate::settings::Settings;
 use crate::telemetry::request_telemetry;
@@ -87,10 +88,15 @@ impl Application {
         sink: Arc<dyn Sink>,
     ) -> Result<Self, StartupError> {
         let spool = open_spool(&settings)?;
+        let metrics = Arc::new(Metrics::new(
+            settings.routes.iter().map(|r| r.event().to_owned()),
+            settings.portals.iter().map(|p| p.member_id.to_string()),
+        ));
         let publisher = Publisher::new(
             sink,
             Duration::from_millis(settings.kafka.publish_timeout_ms),
             spool,
+            metrics,
         );
         let state = web::Data::new(AppState {
             portals: Portals::new(settings.portals.clone()),

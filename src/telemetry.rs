@@ -9,11 +9,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web;
 use tracing::field::Empty;
 use tracing::{Instrument, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+use crate::http::{ApiError, AppState, OutcomeLabel};
 use crate::settings::{LogFormat, LogSettings};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -90,13 +92,39 @@ pub async fn request_telemetry(
         error = Empty,
     );
     let started = Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let path = req.path().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = state.as_ref().map(|s| s.publisher.metrics().clone());
+    if let Some(m) = &metrics {
+        m.request_started();
+    }
+    let result = next.call(req).instrument(span.clone()).await;
+    let mut res = match result {
+        Ok(res) => res,
+        Err(e) => {
+            if let Some(m) = &metrics {
+                m.request_finished(&path, "internal_error", 500, started.elapsed());
+            }
+            return Err(e);
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if let Some(m) = &metrics {
+        let outcome = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .map(ApiError::code)
+            .or_else(|| res.response().extensions().get::<OutcomeLabel>().map(|o| o.0))
+            .unwrap_or(if status < 400 { "ok" } else { "error" });
+        m.request_finished(&path, outcome, status, elapsed);
+    }
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(status, latency_ms, "request finished");

@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/healthz").route(web::get().to(healthz)))
     .service(web::resource("/readyz").route(web::get().to(readyz)))
+    .service(web::resource("/metrics").route(web::get().to(metrics)))
     .default_service(web::to(not_found));
 }
 
@@ -97,17 +98,39 @@ async fn post_event(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let span = Span::current();
-    match accept_event(&req, payload, &state, &span).await {
+    let mut seen = Seen::default();
+    let result = accept_event(&req, payload, &state, &span, &mut seen).await;
+    let label = match &result {
+        Ok((outcome, _)) => outcome.status(),
+        Err(e) => e.code(),
+    };
+    span.record("outcome", label);
+    state
+        .publisher
+        .metrics()
+        .event(seen.event.as_deref(), seen.member_id.as_deref(), label);
+    match result {
         Ok((outcome, id)) => {
-            span.record("outcome", outcome.status());
-            Ok(HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id })))
+            let mut res = HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id }));
+            res.extensions_mut().insert(OutcomeLabel(label));
+            Ok(res)
         }
         Err(e) => {
-            span.record("outcome", e.code());
             span.record("error", e.log_detail().as_str());
             Err(e)
         }
     }
+}
+
+/// The outcome of a request, for the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeLabel(pub &'static str);
+
+/// What the handler learnt of the event, for metrics (bounded there).
+#[derive(Default)]
+struct Seen {
+    event: Option<String>,
+    member_id: Option<String>,
 }
 
 async fn accept_event(
@@ -115,6 +138,7 @@ async fn accept_event(
     payload: web::Payload,
     state: &AppState,
     span: &Span,
+    seen: &mut Seen,
 ) -> Result<(Outcome, String), ApiError> {
     let received_at = OffsetDateTime::now_utc();
     let kind = body_kind(req.headers())?;
@@ -125,9 +149,11 @@ async fn accept_event(
     };
     if let Some(event) = tree.str_field("event") {
         span.record("event", loggable(event).as_str());
+        seen.event = Some(event.to_owned());
     }
     let verified = state.portals.verify(tree).map_err(ApiError::Unauthorized)?;
     span.record("member_id", verified.member_id().as_str());
+    seen.member_id = Some(verified.member_id().to_string());
     let record = normalize(&verified, &state.routes, received_at)?;
     span.record("key", loggable(&record.key).as_str());
     span.record("event_id", record.id.as_str());
@@ -160,6 +186,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "spool": spool,
         }))
     }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.publisher.render_metrics())
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

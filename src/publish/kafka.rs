@@ -102,6 +102,10 @@ impl Sink for KafkaSink {
         .map_err(|e| e.to_string())?
     }
 
+    fn queue_len(&self) -> i64 {
+        self.producer.in_flight_count() as i64
+    }
+
     async fn flush(&self, timeout: Duration) -> usize {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {

@@ -23,6 +23,7 @@ pub use kafka::KafkaSink;
 pub use spool::{RecoveryReport, Spool, SpoolConfig, SpoolError};
 
 use crate::event::OutboundRecord;
+use crate::metrics::Metrics;
 
 /// Where the broker put a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,11 @@ pub trait Sink: Send + Sync + 'static {
     /// Delivers what is still queued, waiting at most `timeout`; returns how
     /// many records were left undelivered.
     async fn flush(&self, timeout: Duration) -> usize;
+
+    /// Records handed over and not yet acknowledged or failed.
+    fn queue_len(&self) -> i64 {
+        0
+    }
 }
 
 /// What happened to an accepted event.
@@ -124,6 +130,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 struct Inner {
     sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
     deadline: Duration,
     spool: Option<Arc<Spool>>,
     /// True while the spool may hold anything: new records queue behind it.
@@ -141,12 +148,18 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(sink: Arc<dyn Sink>, deadline: Duration, spool: Option<Arc<Spool>>) -> Self {
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        deadline: Duration,
+        spool: Option<Arc<Spool>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let spooling = spool.as_ref().is_some_and(|s| s.pending() > 0);
         let (stop, _) = watch::channel(false);
         Publisher {
             inner: Arc::new(Inner {
                 sink,
+                metrics,
                 deadline,
                 spool,
                 spooling: AtomicBool::new(spooling),
@@ -158,6 +171,17 @@ impl Publisher {
 
     pub fn sink(&self) -> &Arc<dyn Sink> {
         &self.inner.sink
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The exposition for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.inner
+            .metrics
+            .render(self.spool_stats(), self.inner.sink.queue_len())
     }
 
     pub fn spool_stats(&self) -> Option<SpoolStats> {
@@ -176,7 +200,7 @@ impl Publisher {
     pub async fn publish(&self, record: OutboundRecord) -> Result<Outcome, PublishError> {
         let inner = &self.inner;
         if inner.spool.is_none() || !inner.spooling.load(Ordering::Acquire) {
-            match inner.sink.send(&record, inner.deadline).await {
+            match self.send(&record, inner.deadline, "direct").await {
                 Ok(delivery) => return Ok(Outcome::Delivered(delivery)),
                 Err(e) if inner.spool.is_none() => return Err(e.into()),
                 Err(e) => {
@@ -185,6 +209,22 @@ impl Publisher {
             }
         }
         self.spool(&record).await
+    }
+
+    /// `Sink::send` with metrics.
+    async fn send(
+        &self,
+        record: &OutboundRecord,
+        deadline: Duration,
+        path: &'static str,
+    ) -> Result<Delivery, SendError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.sink.send(record, deadline).await;
+        match &result {
+            Ok(_) => self.inner.metrics.published(path, started.elapsed()),
+            Err(e) => self.inner.metrics.delivery_error(&e.code()),
+        }
+        result
     }
 
     async fn spool(&self, record: &OutboundRecord) -> Result<Outcome, PublishError> {
@@ -277,10 +317,9 @@ impl Publisher {
                 }
             }
         }
-        let sink = &self.inner.sink;
         let sends = records.iter().map(|(seq, record)| async move {
             match record {
-                Some(r) => (*seq, sink.send(r, DRAIN_DEADLINE).await.map(|_| ())),
+                Some(r) => (*seq, self.send(r, DRAIN_DEADLINE, "spool").await.map(|_| ())),
                 None => (*seq, Ok(())),
             }
         });

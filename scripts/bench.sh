@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Benchmark: the release bridge against the Python peer
+# (../shared/peers/python-bridge), both publishing to one Tansu broker
+# (memory storage) on loopback, driven by wrk with ../shared/bench/sign-event.lua.
+# Results are described in docs/performance.md.
+#
+#   scripts/bench.sh                      # 30 s per run
+#   DURATION=60 scripts/bench.sh          # the run the RSS target is judged on
+#   SOAK=1 scripts/bench.sh               # plus 5 min at 64 connections (RSS growth)
+#   EXTRA_URL=http://127.0.0.1:9000 scripts/bench.sh   # also load another service
+#
+# Env: DURATION (s, default 30), WARMUP (s, 5), WRK_THREADS (1), SOAK (0),
+# EXTRA_URL, VENV (/tmp/peer), KEEP_WORK=1 keeps the work dir (logs).
+# Exits 0 once the measurements ran, whatever the figures; non-zero when
+# something could not be built or started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+
+DURATION="${DURATION:-30}"
+WARMUP="${WARMUP:-5}"
+WRK_THREADS="${WRK_THREADS:-1}"
+SOAK="${SOAK:-0}"
+SOAK_SECS="${SOAK_SECS:-300}"
+EXTRA_URL="${EXTRA_URL:-}"
+VENV="${VENV:-/tmp/peer}"
+SHARED="${SHARED:-$ROOT/../shared}"
+LUA="$SHARED/bench/sign-event.lua"
+PEER_DIR="$SHARED/peers/python-bridge"
+CONNS=(16 64)
+
+# The portal the load generator signs as (sample values, loopback only).
+export MEMBER_ID="0123456789abcdef0123456789abcdef"
+export APP_TOKEN="apptoken0123456789abcdef01234567"
+BRIDGE_TOPIC="b24.sign.document-status"
+PEER_TOPIC="bench.peer.document-status"
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "==> $*"; }
+now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------- cleanup
+WORK="$(mktemp -d /tmp/b24-bench.XXXXXX)"
+PGIDS=()      # every long-running process is started with setsid: pid == pgid
+SAMPLER=""
+cleanup() {
+  local rc=$?
+  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
+  local i pg
+  for ((i = ${#PGIDS[@]} - 1; i >= 0; i--)); do
+    pg="${PGIDS[$i]}"
+    kill -TERM -- "-$pg" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pg" 2>/dev/null || true
+  done
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+    echo "bench: logs kept in $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in its own session (so cleanup can stop it with its children)
+# with output to file $1; sets START_PID.
+start_bg() {
+  local out="$1"; shift
+  setsid "$@" >"$out" 2>&1 </dev/null &
+  START_PID=$!
+  PGIDS+=("$START_PID")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_tcp() { # port, tries(0.1 s)
+  for _ in $(seq "$2"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- deps
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (apt)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
+[ -x scripts/ensure-deps.sh ] && scripts/ensure-deps.sh
+command -v tansu >/dev/null || die "tansu not found (scripts/ensure-deps.sh installs it)"
+[ -f "$LUA" ] || die "missing $LUA"
+[ -f "$PEER_DIR/app.py" ] || die "missing $PEER_DIR/app.py"
+
+log "building the release bridge"
+cargo build --release --locked
+BRIDGE="$ROOT/target/release/b24-kafka-bridge"
+
+if [ ! -x "$VENV/bin/uvicorn" ] || ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+  log "creating the peer's venv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q confluent-kafka uvicorn starlette uvloop httptools
+fi
+
+# ---------------------------------------------------------------- measuring
+# RSS sampler: one line per second "<seconds since start> <rss kB> <hwm kB>".
+# For a pid: its VmRSS/VmHWM. For "sid:N": the sum of VmRSS over the session
+# (the peer's uvicorn master and workers); hwm is then the same sum.
+sample_rss() { # target outfile
+  local target="$1" out="$2" t=0
+  while :; do
+    local rss=0 hwm=0
+    if [[ "$target" == sid:* ]]; then
+      rss=$(ps -o rss= --sid "${target#sid:}" 2>/dev/null | awk '{s+=$1} END {print s+0}')
+      hwm=$rss
+    else
+      [ -r "/proc/$target/status" ] || break
+      rss=$(awk '/^VmRSS/ {print $2}' "/proc/$target/status")
+      hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$target/status")
+    fi
+    echo "$t $rss $hwm" >>"$out"
+    t=$((t + 1))
+    sleep 1
+  done
+}
+start_sampler() { : >"$2"; sample_rss "$1" "$2" & SAMPLER=$!; }
+stop_sampler() { [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=""; }
+peak_mib() { awk 'BEGIN {m=0} {if ($2>m) m=$2} END {printf "%.1f", m/1024}' "$1"; }
+kb_at() { awk -v t="$2" '$1<=t {v=$2} END {print v+0}' "$1"; }
+
+# Results, one line per run: name|conns|accepted/s|p50|p99|max|non2xx|errors|peak RSS MiB
+RESULTS="$WORK/results"
+: >"$RESULTS"
+
+# run_wrk name url conns secs [rss-target]  -> appends to $RESULTS unless name is "-"
+run_wrk() {
+  local name="$1" url="$2" conns="$3" secs="$4" rss_target="${5:-}"
+  local out="$WORK/wrk-${name}-${conns}-${secs}.txt" rssf="$WORK/rss-${name}-${conns}-${secs}.txt"
+  local threads=$WRK_THREADS
+  [ "$conns" -lt "$threads" ] && threads=$conns
+  [ -n "$rss_target" ] && start_sampler "$rss_target" "$rssf"
+  timeout $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s -s "$LUA" "$url" >"$out" 2>&1 || true
+  [ -n "$rss_target" ] && stop_sampler
+  local line reqs dur
+  line=$(grep '^RESULT' "$out" || true)
+  if [ -z "$line" ]; then
+    echo "bench: wrk produced no RESULT line against $url:" >&2
+    cat "$out" >&2
+    [ "$name" = - ] || echo "$name|$conns|-|-|-|-|-|-|-" >>"$RESULTS"
+    return 0
+  fi
+  [ "$name" = - ] && return 0
+  # "  123456 requests in 30.00s, 45.6MB read"
+  reqs=$(awk '/requests in/ {print $1}' "$out")
+  dur=$(awk '/requests in/ {sub(/s,?$/, "", $4); print $4}' "$out")
+  local rss="-"
+  [ -n "$rss_target" ] && rss=$(peak_mib "$rssf")
+  echo "$line" | awk -v name="$name" -v c="$conns" -v reqs="$reqs" -v dur="$dur" -v rss="$rss" '{
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      acc = (reqs - f["non2xx"]) / dur
+      printf "%s|%s|%.0f|%s|%s|%s|%s|%s|%s\n", name, c, acc, f["p50_ms"], f["p99_ms"], f["max_ms"], f["non2xx"], f["errors"], rss
+    }' >>"$RESULTS"
+  printf '    %-7s c=%-3s %s  peak RSS %s MiB\n' "$name" "$conns" "$line" "$rss"
+}
+
+# ---------------------------------------------------------------- broker
+BROKER_PORT=$(free_port)
+log "starting Tansu (memory storage) on 127.0.0.1:$BROKER_PORT"
+start_bg "$WORK/tansu.log" tansu broker \
+  --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+  --storage-engine "memory://tansu/"
+TANSU_PID=$START_PID
+wait_tcp "$BROKER_PORT" 300 || { cat "$WORK/tansu.log" >&2; die "Tansu did not start"; }
+
+# ---------------------------------------------------------------- bridge
+BRIDGE_PORT=$(free_port)
+CONFIG="$WORK/bridge.toml"
+cat >"$CONFIG" <<TOML
+[server]
+listen = "127.0.0.1:$BRIDGE_PORT"
+
+[log]
+format = "json"
+level = "info"
+
+[kafka]
+brokers = "127.0.0.1:$BROKER_PORT"
+
+[spool]
+dir = "$WORK/spool"
+
+[[portals]]
+member_id = "$MEMBER_ID"
+application_token = "$APP_TOKEN"
+TOML
+"$BRIDGE" --config "$CONFIG" create-topics --partitions 3 || die "create-topics failed"
+
+log "starting the bridge on 127.0.0.1:$BRIDGE_PORT (log: bridge.log)"
+t0=$(now_ms)
+start_bg "$WORK/bridge.log" "$BRIDGE" --config "$CONFIG"
+BRIDGE_PID=$START_PID
+READY_MS=""
+for _ in $(seq 1000); do   # at most ~10-20 s
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$BRIDGE_PORT/readyz")" = 200 ]; then
+    READY_MS=$(( $(now_ms) - t0 ))
+    break
+  fi
+  kill -0 "$BRIDGE_PID" 2>/dev/null || { cat "$WORK/bridge.log" >&2; die "the bridge exited during start-up"; }
+  sleep 0.01
+done
+[ -n "$READY_MS" ] || { tail -20 "$WORK/bridge.log" >&2; die "the bridge never answered /readyz 200"; }
+log "start -> first /readyz 200: ${READY_MS} ms (RSS $(awk '/^VmRSS/ {print $2}' /proc/$BRIDGE_PID/status) kB)"
+
+BRIDGE_URL="http://127.0.0.1:$BRIDGE_PORT"
+log "bridge: warm-up ${WARMUP} s, then ${DURATION} s per run"
+run_wrk - "$BRIDGE_URL" 16 "$WARMUP"
+for c in "${CONNS[@]}"; do run_wrk bridge "$BRIDGE_URL" "$c" "$DURATION" "$BRIDGE_PID"; done
+BRIDGE_HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$BRIDGE_PID/status")
+log "bridge VmHWM after the runs: $((BRIDGE_HWM_KB / 1024)) MiB"
+
+SOAK_LINE=""
+if [ "$SOAK" = 1 ]; then
+  log "soak: ${SOAK_SECS} s at 64 connections against the bridge"
+  run_wrk soak "$BRIDGE_URL" 64 "$SOAK_SECS" "$BRIDGE_PID"
+  sf="$WORK/rss-soak-64-${SOAK_SECS}.txt"
+  SOAK_M1=$(kb_at "$sf" 60)
+  SOAK_M5=$(kb_at "$sf" "$SOAK_SECS")
+  for m in 1 2 3 4 5; do printf '    RSS at minute %s: %s kB\n' "$m" "$(kb_at "$sf" $((m * 60)))"; done
+  SOAK_LINE="$SOAK_M1 $SOAK_M5"
+  BRIDGE_HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$BRIDGE_PID/status")
+fi
+
+SPOOLED=$(grep -c 'spooling' "$WORK/bridge.log" || true)
+BRIDGE_5XX=$(grep -c '"level":"ERROR"' "$WORK/bridge.log" || true)
+
+# ---------------------------------------------------------------- peer
+PEER_PORT=$(free_port)
+"$VENV/bin/python" - "$BROKER_PORT" "$PEER_TOPIC" <<'PY' || die "cannot create the peer's topic with confluent-kafka"
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"})
+for topic, fut in admin.create_topics([NewTopic(sys.argv[2], 3, 1)], request_timeout=15).items():
+    fut.result(timeout=20)
+PY
+log "starting the Python peer (uvicorn --workers 2) on 127.0.0.1:$PEER_PORT"
+t0=$(now_ms)
+BROKERS="127.0.0.1:$BROKER_PORT" TOPIC="$PEER_TOPIC" \
+  start_bg "$WORK/peer.log" "$VENV/bin/uvicorn" app:app --app-dir "$PEER_DIR" \
+    --host 127.0.0.1 --port "$PEER_PORT" --workers 2 --no-access-log --log-level warning
+PEER_PID=$START_PID
+wait_tcp "$PEER_PORT" 300 || { cat "$WORK/peer.log" >&2; die "the peer did not start"; }
+PEER_READY_MS=""
+# The peer has no readiness endpoint: ready = it acknowledged one real event
+# (sent by the bridge's send-sample, signed as the first configured portal).
+body_ok() {
+  "$BRIDGE" --config "$CONFIG" send-sample --url "http://127.0.0.1:$PEER_PORT/b24/events" >/dev/null 2>&1
+}
+for _ in $(seq 200); do
+  if body_ok; then PEER_READY_MS=$(( $(now_ms) - t0 )); break; fi
+  sleep 0.05
+done
+[ -n "$PEER_READY_MS" ] || { cat "$WORK/peer.log" >&2; die "the peer never answered 200"; }
+log "peer: start -> first 200: ${PEER_READY_MS} ms"
+
+PEER_URL="http://127.0.0.1:$PEER_PORT"
+run_wrk - "$PEER_URL" 16 "$WARMUP"
+for c in "${CONNS[@]}"; do run_wrk peer "$PEER_URL" "$c" "$DURATION" "sid:$PEER_PID"; done
+
+if [ -n "$EXTRA_URL" ]; then
+  log "extra: $EXTRA_URL"
+  run_wrk - "$EXTRA_URL" 16 "$WARMUP"
+  for c in "${CONNS[@]}"; do run_wrk extra "$EXTRA_URL" "$c" "$DURATION"; done
+fi
+
+# ---------------------------------------------------------------- kafka check
+log "records in Kafka (tail --max 5)"
+count_records() { "$BRIDGE" --config "$CONFIG" tail --topic "$1" --max 5 2>&1 | tee "$WORK/tail-$1.txt" | grep -c '^partition=' || true; }
+BRIDGE_RECORDS=$(count_records "$BRIDGE_TOPIC")
+PEER_RECORDS=$(count_records "$PEER_TOPIC")
+head -3 "$WORK/tail-$BRIDGE_TOPIC.txt" | cut -c1-200
+echo "    $BRIDGE_TOPIC: $BRIDGE_RECORDS of 5 read back; $PEER_TOPIC: $PEER_RECORDS of 5"
+
+# ---------------------------------------------------------------- summary
+echo
+echo "== results (DURATION=${DURATION}s, wrk -t${WRK_THREADS}, $(nproc) CPUs, $(date -u +%FT%TZ))"
+{
+  echo "target|conns|accepted/s|p50 ms|p99 ms|max ms|non-2xx|sock err|peak RSS MiB"
+  cat "$RESULTS"
+} | column -t -s'|'
+echo "bridge: start -> /readyz 200 ${READY_MS} ms; VmHWM $(awk -v k="$BRIDGE_HWM_KB" 'BEGIN {printf "%.1f", k/1024}') MiB;" \
+  "events answered 200 \"spooled\" (broker too slow): $SPOOLED; error-level log lines: $BRIDGE_5XX"
+echo "peer:   start -> first 200 ${PEER_READY_MS} ms; RSS = sum over its processes"
+
+field() { awk -F'|' -v n="$1" -v c="$2" -v f="$3" '$1==n && $2==c {print $f}' "$RESULTS"; }
+verdict() { if [ "$1" = 1 ]; then echo PASS; else echo FAIL; fi; }
+b64=$(field bridge 64 3); p64=$(field peer 64 3); bp99=$(field bridge 16 5)
+echo
+echo "== targets"
+if [[ "$b64" =~ ^[0-9]+$ && "$p64" =~ ^[0-9]+$ && "$p64" -gt 0 ]]; then
+  ratio=$(awk -v a="$b64" -v b="$p64" 'BEGIN {printf "%.2f", a/b}')
+  printf '%-4s bridge events/s at 64 conns >= 6 x peer: %s / %s = %sx\n' \
+    "$(verdict "$(awk -v r="$ratio" 'BEGIN {print (r >= 6)}')")" "$b64" "$p64" "$ratio"
+else
+  echo "FAIL bridge events/s at 64 conns >= 6 x peer: no figure (bridge '$b64', peer '$p64')"
+fi
+if [[ "$bp99" =~ ^[0-9.]+$ ]]; then
+  printf '%-4s bridge p99 at 16 conns <= 10 ms: %s ms\n' "$(verdict "$(awk -v p="$bp99" 'BEGIN {print (p <= 10)}')")" "$bp99"
+else
+  echo "FAIL bridge p99 at 16 conns <= 10 ms: no figure"
+fi
+hwm_mib=$(awk -v k="$BRIDGE_HWM_KB" 'BEGIN {printf "%.1f", k/1024}')
+note=""; [ "$DURATION" -lt 60 ] && note=" (judged on ${DURATION} s runs; the target asks for 60 s: DURATION=60)"
+printf '%-4s bridge peak RSS (VmHWM) <= 64 MiB: %s MiB%s\n' \
+  "$(verdict "$(awk -v m="$hwm_mib" 'BEGIN {print (m <= 64)}')")" "$hwm_mib" "$note"
+if [ -n "$SOAK_LINE" ]; then
+  read -r m1 m5 <<<"$SOAK_LINE"
+  # "No growth": minute 5 within max(1 MiB, 2 %) of minute 1 (allocator noise).
+  ok=$(awk -v a="$m1" -v b="$m5" 'BEGIN {tol = a * 0.02; if (tol < 1024) tol = 1024; print (b - a <= tol)}')
+  printf '%-4s no RSS growth minute 1 -> 5 (64 conns): %s kB -> %s kB (%+d kB)\n' "$(verdict "$ok")" "$m1" "$m5" $((m5 - m1))
+else
+  echo "n/a  no RSS growth minute 1 -> 5: not run (SOAK=1)"
+fi
+printf '%-4s start -> /readyz 200 < 1 s: %s ms\n' "$(verdict "$([ "$READY_MS" -lt 1000 ] && echo 1 || echo 0)")" "$READY_MS"
+printf '%-4s records reached Kafka (tail --max 5): bridge %s/5, peer %s/5\n' \
+  "$(verdict "$([ "$BRIDGE_RECORDS" -gt 0 ] && [ "$PEER_RECORDS" -gt 0 ] && echo 1 || echo 0)")" "$BRIDGE_RECORDS" "$PEER_RECORDS"
+exit 0
