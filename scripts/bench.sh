@@ -235,8 +235,15 @@ if [ "$SOAK" = 1 ]; then
   BRIDGE_HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$BRIDGE_PID/status")
 fi
 
-SPOOLED=$(grep -c 'spooling' "$WORK/bridge.log" || true)
-BRIDGE_5XX=$(grep -c '"level":"ERROR"' "$WORK/bridge.log" || true)
+# Outcomes as the bridge counted them: "accepted" (broker acknowledged) vs
+# "spooled" (answered 200 but written to the spool because the broker was slow).
+curl -s --max-time 5 "$BRIDGE_URL/metrics" >"$WORK/metrics.txt" || true
+outcomes=$(awk '/^b24_bridge_events_total\{/ {
+    match($0, /outcome="[^"]*"/); o = substr($0, RSTART + 9, RLENGTH - 10); n[o] += $NF }
+  END { for (o in n) printf "%s=%d ", o, n[o] }' "$WORK/metrics.txt")
+BRIDGE_OUTCOMES="${outcomes:-(no /metrics)}"
+BRIDGE_ERRLINES=$(grep -c '"level":"ERROR"' "$WORK/bridge.log" || true)
+log "bridge events by outcome: $BRIDGE_OUTCOMES"
 
 # ---------------------------------------------------------------- peer
 PEER_PORT=$(free_port)
@@ -293,7 +300,7 @@ echo "== results (DURATION=${DURATION}s, wrk -t${WRK_THREADS}, $(nproc) CPUs, $(
   cat "$RESULTS"
 } | column -t -s'|'
 echo "bridge: start -> /readyz 200 ${READY_MS} ms; VmHWM $(awk -v k="$BRIDGE_HWM_KB" 'BEGIN {printf "%.1f", k/1024}') MiB;" \
-  "events answered 200 \"spooled\" (broker too slow): $SPOOLED; error-level log lines: $BRIDGE_5XX"
+  "events by outcome: $BRIDGE_OUTCOMES; error-level log lines: $BRIDGE_ERRLINES"
 echo "peer:   start -> first 200 ${PEER_READY_MS} ms; RSS = sum over its processes"
 
 field() { awk -F'|' -v n="$1" -v c="$2" -v f="$3" '$1==n && $2==c {print $f}' "$RESULTS"; }

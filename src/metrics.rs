@@ -241,10 +241,22 @@ mod tests {
 
     #[test]
     fn labels_stay_bounded() {
-        let m = Metrics::new(["ONSIGNB2EDOCUMENTSTATUSCHANGED".to_owned()], ["m1".to_owned()]);
+        let m = Metrics::new(
+            ["ONSIGNB2EDOCUMENTSTATUSCHANGED".to_owned()],
+            ["m1".to_owned()],
+        );
         m.request_started();
-        m.request_finished("/random/path/123", "not_found", 404, Duration::from_millis(1));
-        m.event(Some("onsignb2edocumentstatuschanged"), Some("m1"), "accepted");
+        m.request_finished(
+            "/random/path/123",
+            "not_found",
+            404,
+            Duration::from_millis(1),
+        );
+        m.event(
+            Some("onsignb2edocumentstatuschanged"),
+            Some("m1"),
+            "accepted",
+        );
         m.event(Some("EVIL{label}"), Some("attacker"), "unauthorized");
         m.delivery_error("MsgTimedOut");
         m.published("direct", Duration::from_millis(3));

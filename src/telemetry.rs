@@ -121,7 +121,12 @@ pub async fn request_telemetry(
             .error()
             .and_then(|e| e.as_error::<ApiError>())
             .map(ApiError::code)
-            .or_else(|| res.response().extensions().get::<OutcomeLabel>().map(|o| o.0))
+            .or_else(|| {
+                res.response()
+                    .extensions()
+                    .get::<OutcomeLabel>()
+                    .map(|o| o.0)
+            })
             .unwrap_or(if status < 400 { "ok" } else { "error" });
         m.request_finished(&path, outcome, status, elapsed);
     }

@@ -319,7 +319,10 @@ impl Publisher {
         }
         let sends = records.iter().map(|(seq, record)| async move {
             match record {
-                Some(r) => (*seq, self.send(r, DRAIN_DEADLINE, "spool").await.map(|_| ())),
+                Some(r) => (
+                    *seq,
+                    self.send(r, DRAIN_DEADLINE, "spool").await.map(|_| ()),
+                ),
                 None => (*seq, Ok(())),
             }
         });

@@ -78,6 +78,15 @@ fn tansu_bin() -> PathBuf {
     home_bin.unwrap_or_else(|| "tansu".into())
 }
 
+/// kill(2); a negative pid is a process group.
+pub fn send_signal(pid: i32, signal: i32) {
+    assert!(pid != 0 && pid != -1, "refusing to signal pid {pid}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -173,9 +182,9 @@ impl Broker {
     /// Kills the broker at once (SIGKILL to its process group).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", child.id())])
-                .status();
+            // Not the `kill` binary: procps-ng 4.0.2 turns `kill -KILL -PGID`
+            // into kill(-1), which kills every process we may signal.
+            send_signal(-(child.id() as i32), libc::SIGKILL);
             let _ = child.wait();
         }
     }
