@@ -46,13 +46,13 @@ async fn broker_stopped_mid_stream_loses_nothing_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start_sqlite(dir.path());
     let app = TestApp::spawn(&broker.addr.clone(), |raw| {
-        raw.kafka.publish_timeout_ms = 700
+        raw.kafka.publish_timeout_ms = 1500
     })
     .await;
     let keys = ["R-OUT-A", "R-OUT-B"];
     let mut ids = Vec::new();
     let post = |i: usize| {
-        let ev = app.sign_event(keys[i % 2], &format!("s{i:02}"));
+        let ev = app.sign_event(keys[i % 2], &format!("s{i:04}"));
         let app = &app;
         async move {
             let started = Instant::now();
