@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cli;
 mod durability;
 mod events;
 mod health;
