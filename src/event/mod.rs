@@ -97,7 +97,7 @@ pub fn normalize(
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
 
-    let sanitized = without_secrets(&Value::Object(tree.root().clone()));
+    let sanitized = Value::Object(map_without_secrets(tree.root()));
     let id = event_id(&sanitized);
     let empty = Value::Object(Map::new());
     let data = sanitized.get("data").unwrap_or(&empty);
@@ -158,15 +158,17 @@ fn is_secret(key: &str) -> bool {
     SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key))
 }
 
+fn map_without_secrets(map: &Map<String, Value>) -> Map<String, Value> {
+    map.iter()
+        .filter(|(k, _)| !is_secret(k))
+        .map(|(k, v)| (k.clone(), without_secrets(v)))
+        .collect()
+}
+
 /// A copy of `value` with every secret key removed, at any depth.
 pub fn without_secrets(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| !is_secret(k))
-                .map(|(k, v)| (k.clone(), without_secrets(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map_without_secrets(map)),
         Value::Array(items) => Value::Array(items.iter().map(without_secrets).collect()),
         other => other.clone(),
     }
