@@ -145,7 +145,7 @@ run_wrk() {
   [ -n "$rss_target" ] && start_sampler "$rss_target" "$rssf"
   timeout $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s -s "$LUA" "$url" >"$out" 2>&1 || true
   [ -n "$rss_target" ] && stop_sampler
-  local line reqs dur
+  local line reqs
   line=$(grep '^RESULT' "$out" || true)
   if [ -z "$line" ]; then
     echo "bench: wrk produced no RESULT line against $url:" >&2
@@ -154,14 +154,13 @@ run_wrk() {
     return 0
   fi
   [ "$name" = - ] && return 0
-  # "  123456 requests in 30.00s, 45.6MB read"
+  # "  123456 requests in 30.00s, 45.6MB read": accepted/s = req/s x share of 2xx
   reqs=$(awk '/requests in/ {print $1}' "$out")
-  dur=$(awk '/requests in/ {sub(/s,?$/, "", $4); print $4}' "$out")
   local rss="-"
   [ -n "$rss_target" ] && rss=$(peak_mib "$rssf")
-  echo "$line" | awk -v name="$name" -v c="$conns" -v reqs="$reqs" -v dur="$dur" -v rss="$rss" '{
+  echo "$line" | awk -v name="$name" -v c="$conns" -v reqs="$reqs" -v rss="$rss" '{
       for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      acc = (reqs - f["non2xx"]) / dur
+      acc = reqs > 0 ? f["req/s"] * (reqs - f["non2xx"]) / reqs : 0
       printf "%s|%s|%.0f|%s|%s|%s|%s|%s|%s\n", name, c, acc, f["p50_ms"], f["p99_ms"], f["max_ms"], f["non2xx"], f["errors"], rss
     }' >>"$RESULTS"
   printf '    %-7s c=%-3s %s  peak RSS %s MiB\n' "$name" "$conns" "$line" "$rss"

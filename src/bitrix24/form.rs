@@ -9,14 +9,12 @@
 //! real portal never sends them, and an ingress that picks one reading is an
 //! ingress a crafted request can fool.
 
-use std::collections::BTreeMap;
-
 use percent_encoding::percent_decode;
 
-use super::tree::{EventTree, Node, ParseError, MAX_DEPTH};
+use super::tree::{root_tree, Branch, EventTree, Node, ParseError, MAX_DEPTH};
 
 pub fn parse_form(body: &[u8]) -> Result<EventTree, ParseError> {
-    let mut root: BTreeMap<String, Node> = BTreeMap::new();
+    let mut root = Branch::default();
     for pair in body.split(|b| *b == b'&') {
         if pair.is_empty() {
             continue;
@@ -32,20 +30,11 @@ pub fn parse_form(body: &[u8]) -> Result<EventTree, ParseError> {
             continue;
         };
         if path.len() > MAX_DEPTH {
-            return Err(ParseError::TooDeep(key));
+            return Err(ParseError::TooDeep(key.chars().take(64).collect()));
         }
         insert(&mut root, &key, &path, value)?;
     }
-    match Node::Branch(root).into_value() {
-        serde_json::Value::Object(map) => Ok(EventTree::from_root(map)),
-        serde_json::Value::Array(list) => Ok(EventTree::from_root(
-            list.into_iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
-        )),
-        _ => Ok(EventTree::from_root(Default::default())),
-    }
+    Ok(root_tree(root))
 }
 
 fn decode(raw: &[u8]) -> Result<String, ParseError> {
@@ -93,40 +82,34 @@ fn split_key(key: &str) -> Option<Vec<Segment<'_>>> {
 }
 
 fn insert(
-    root: &mut BTreeMap<String, Node>,
+    root: &mut Branch,
     key: &str,
     path: &[Segment<'_>],
     value: String,
 ) -> Result<(), ParseError> {
+    let shown = || key.chars().take(64).collect::<String>();
     let mut branch = root;
     for (i, segment) in path.iter().enumerate() {
         let name = match segment {
             Segment::Name(n) => (*n).to_owned(),
-            // `a[]=x`: the next free integer key, like PHP.
+            // `a[]=x`: one past the largest integer key, like PHP.
             Segment::Append => branch
-                .keys()
-                .filter_map(|k| k.parse::<usize>().ok())
-                .max()
-                .map_or(0, |m| m + 1)
-                .to_string(),
+                .next_index()
+                .ok_or_else(|| ParseError::ConflictingShape(shown()))?,
         };
-        let last = i + 1 == path.len();
-        if last {
+        if i + 1 == path.len() {
             return match branch.get(&name) {
                 None => {
                     branch.insert(name, Node::Leaf(value));
                     Ok(())
                 }
-                Some(Node::Leaf(_)) => Err(ParseError::DuplicateKey(key.to_owned())),
-                Some(Node::Branch(_)) => Err(ParseError::ConflictingShape(key.to_owned())),
+                Some(Node::Leaf(_)) => Err(ParseError::DuplicateKey(shown())),
+                Some(Node::Branch(_)) => Err(ParseError::ConflictingShape(shown())),
             };
         }
-        let node = branch
-            .entry(name)
-            .or_insert_with(|| Node::Branch(BTreeMap::new()));
-        branch = match node {
+        branch = match branch.child_or_branch(name) {
             Node::Branch(children) => children,
-            Node::Leaf(_) => return Err(ParseError::ConflictingShape(key.to_owned())),
+            Node::Leaf(_) => return Err(ParseError::ConflictingShape(shown())),
         };
     }
     Ok(())
@@ -211,6 +194,30 @@ mod tests {
     fn append_brackets() {
         let t = tree("l[]=a&l[]=b");
         assert_eq!(t["l"], json!(["a", "b"]));
+        let t = tree("m[5]=a&m[]=b&m[x]=c&m[]=d");
+        assert_eq!(t["m"], json!({"5": "a", "6": "b", "x": "c", "7": "d"}));
+        // "+1" and "01" are not integer keys for PHP: they don't move the index.
+        let t = tree("n[01]=a&n[%2B1]=b&n[]=c");
+        assert_eq!(t["n"], json!({"01": "a", "+1": "b", "0": "c"}));
+    }
+
+    #[test]
+    fn appends_at_the_integer_limit_are_rejected_not_wrapped() {
+        let body = format!("a[{}]=x&a[]=y", usize::MAX);
+        assert!(matches!(
+            parse_form(body.as_bytes()).unwrap_err(),
+            ParseError::ConflictingShape(_)
+        ));
+    }
+
+    #[test]
+    fn many_appends_stay_linear() {
+        // 13k appends: quadratic work here would take seconds.
+        let body = "a[]=&".repeat(13_000);
+        let started = std::time::Instant::now();
+        let t = tree(&body);
+        assert_eq!(t["a"].as_array().unwrap().len(), 13_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]
@@ -281,6 +288,22 @@ mod tests {
             Value::Object(t.root().clone()),
             json!({"a": "1", "b": "0", "e": {"0": "1", "2": "x"}, "f": ["a", "b"]})
         );
+    }
+
+    #[test]
+    fn json_duplicate_keys_are_rejected_like_form_ones() {
+        let err = parse_json(br#"{"auth":{"application_token":"a","application_token":"b"}}"#)
+            .unwrap_err();
+        assert!(matches!(err, ParseError::InvalidJson(m) if m.contains("more than once")));
+    }
+
+    #[test]
+    fn json_depth_is_bounded() {
+        let body = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+        assert!(matches!(
+            parse_json(body.as_bytes()).unwrap_err(),
+            ParseError::TooDeep(_)
+        ));
     }
 
     #[test]

@@ -29,8 +29,17 @@ pub enum ParseError {
 
 /// A parsed event: an object at the root, lists only for keys 0..n-1, string
 /// leaves. Only the parsers in this module build one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EventTree(Map<String, Value>);
+
+/// Only the top-level keys: the tree holds tokens.
+impl std::fmt::Debug for EventTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventTree")
+            .field("keys", &self.0.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
 
 impl EventTree {
     pub(crate) fn from_root(root: Map<String, Value>) -> Self {
@@ -76,18 +85,72 @@ fn non_empty(v: Option<&Value>) -> Option<&str> {
 
 /// Tree under construction: maps keyed by the raw PHP key, turned into lists
 /// at the end when their keys are exactly 0..n-1.
-#[derive(Debug)]
 pub(crate) enum Node {
     Leaf(String),
-    Branch(BTreeMap<String, Node>),
+    Branch(Branch),
+}
+
+/// An object under construction. `next_index` is what PHP's `a[]=` appends
+/// at (one past the largest integer key), kept up to date on insertion so an
+/// append costs O(log n), not a scan of the branch.
+#[derive(Default)]
+pub(crate) struct Branch {
+    pub(crate) children: BTreeMap<String, Node>,
+    next_index: usize,
+}
+
+impl Branch {
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
+        self.children.get(key)
+    }
+
+    /// Inserts a child that is not there yet.
+    pub(crate) fn insert(&mut self, key: String, node: Node) -> &mut Node {
+        if let Some(i) = canonical_index(&key) {
+            // usize::MAX + 1 would wrap; such a key only blocks appends.
+            self.next_index = self.next_index.max(i.saturating_add(1));
+        }
+        self.children.entry(key).or_insert(node)
+    }
+
+    pub(crate) fn child_or_branch(&mut self, key: String) -> &mut Node {
+        if self.children.contains_key(&key) {
+            return self.children.get_mut(&key).expect("just checked");
+        }
+        self.insert(key, Node::Branch(Branch::default()))
+    }
+
+    /// The key `a[]` appends at, or `None` when the integer keys are exhausted.
+    pub(crate) fn next_index(&self) -> Option<String> {
+        (self.next_index < usize::MAX).then(|| self.next_index.to_string())
+    }
+
+    fn into_value(self) -> Value {
+        branch_to_value(self.children)
+    }
 }
 
 impl Node {
     pub(crate) fn into_value(self) -> Value {
         match self {
             Node::Leaf(s) => Value::String(s),
-            Node::Branch(children) => branch_to_value(children),
+            Node::Branch(b) => b.into_value(),
         }
+    }
+}
+
+/// The root of a parsed body as an event tree (a root keyed 0..n-1 is not
+/// an event, but stays an object rather than being rejected here).
+pub(crate) fn root_tree(root: Branch) -> EventTree {
+    match root.into_value() {
+        Value::Object(map) => EventTree(map),
+        Value::Array(list) => EventTree(
+            list.into_iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+        ),
+        _ => EventTree(Map::new()),
     }
 }
 
@@ -95,13 +158,13 @@ impl Node {
 /// as PHP and the official Python SDK read it; anything else stays an object.
 fn branch_to_value(children: BTreeMap<String, Node>) -> Value {
     let n = children.len();
-    let mut slots: Vec<Option<Node>> = Vec::new();
     let is_list = n > 0
         && children.keys().all(|k| match canonical_index(k) {
             Some(i) => i < n,
             None => false,
         });
     if is_list {
+        let mut slots: Vec<Option<Node>> = Vec::new();
         slots.resize_with(n, || None);
         for (k, v) in children {
             if let Some(i) = canonical_index(&k) {
@@ -119,67 +182,126 @@ fn branch_to_value(children: BTreeMap<String, Node>) -> Value {
     }
 }
 
+/// PHP's integer-key rule: "0" or digits without a leading zero or sign.
 fn canonical_index(key: &str) -> Option<usize> {
-    let canonical =
-        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
-    if canonical && !key.is_empty() {
+    let canonical = key == "0"
+        || (!key.is_empty() && !key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+    if canonical {
         key.parse().ok()
     } else {
         None
     }
 }
 
-/// Brings a JSON body to the shape the same event has on the wire: scalars
-/// become the strings PHP would send (`true` → "1", `false` → "0", numbers
-/// as written), nulls and empty containers disappear (PHP omits them), and
-/// lists go through the same 0..n-1 rule as form keys.
-pub fn parse_json(body: &[u8]) -> Result<EventTree, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
-    let Value::Object(map) = value else {
-        return Err(ParseError::NotAnObject);
-    };
-    let mut root = BTreeMap::new();
-    for (k, v) in map {
-        if let Some(node) = json_node(v, &k, 1)? {
-            root.insert(k, node);
-        }
-    }
-    match Node::Branch(root).into_value() {
-        Value::Object(map) => Ok(EventTree(map)),
-        // A root keyed 0..n-1 is not an event; keep it an object anyway.
-        Value::Array(list) => Ok(EventTree(
-            list.into_iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
-        )),
-        _ => Err(ParseError::NotAnObject),
+fn depth(node: &Node) -> usize {
+    match node {
+        Node::Leaf(_) => 0,
+        Node::Branch(b) => 1 + b.children.values().map(depth).max().unwrap_or(0),
     }
 }
 
-fn json_node(v: Value, path: &str, depth: usize) -> Result<Option<Node>, ParseError> {
-    if depth > MAX_DEPTH {
-        return Err(ParseError::TooDeep(path.to_owned()));
-    }
-    let children: Vec<(String, Value)> = match v {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => return Ok(Some(Node::Leaf(if b { "1" } else { "0" }.into()))),
-        Value::Number(n) => return Ok(Some(Node::Leaf(n.to_string()))),
-        Value::String(s) => return Ok(Some(Node::Leaf(s))),
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect(),
-        Value::Object(map) => map.into_iter().collect(),
+/// Brings a JSON body to the shape the same event has on the wire: scalars
+/// become the strings PHP would send (`true` → "1", `false` → "0", numbers
+/// as written), nulls and empty containers disappear (PHP omits them), and
+/// lists go through the same 0..n-1 rule as form keys. A key repeated in one
+/// object is rejected, as in form bodies (serde_json would keep the last).
+pub fn parse_json(body: &[u8]) -> Result<EventTree, ParseError> {
+    let parsed: JsonNode =
+        serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    let root = match parsed.0 {
+        Some(Node::Branch(b)) if parsed.1 => b,
+        // `{}` or `{"a": null}`: an object with nothing PHP would send.
+        None if parsed.1 => Branch::default(),
+        _ => return Err(ParseError::NotAnObject),
     };
-    let mut branch = BTreeMap::new();
-    for (k, v) in children {
-        let child_path = format!("{path}[{k}]");
-        if let Some(node) = json_node(v, &child_path, depth + 1)? {
-            branch.insert(k, node);
+    for (k, child) in &root.children {
+        if depth(child) >= MAX_DEPTH {
+            return Err(ParseError::TooDeep(k.chars().take(64).collect()));
         }
     }
-    Ok((!branch.is_empty()).then_some(Node::Branch(branch)))
+    Ok(root_tree(root))
+}
+
+/// A JSON value as a tree node (`None` for what PHP would omit), and whether
+/// it was an object.
+struct JsonNode(Option<Node>, bool);
+
+impl<'de> serde::Deserialize<'de> for JsonNode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+fn leaf(s: String) -> JsonNode {
+    JsonNode(Some(Node::Leaf(s)), false)
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = JsonNode;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<JsonNode, E> {
+        Ok(leaf(if v { "1" } else { "0" }.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<JsonNode, E> {
+        Ok(leaf(v.to_string()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<JsonNode, E> {
+        Ok(leaf(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<JsonNode, E> {
+        Ok(leaf(
+            serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string()),
+        ))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<JsonNode, E> {
+        Ok(leaf(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<JsonNode, E> {
+        Ok(leaf(v))
+    }
+    fn visit_unit<E>(self) -> Result<JsonNode, E> {
+        Ok(JsonNode(None, false))
+    }
+    fn visit_none<E>(self) -> Result<JsonNode, E> {
+        Ok(JsonNode(None, false))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonNode, A::Error> {
+        let mut branch = Branch::default();
+        let mut i = 0usize;
+        while let Some(JsonNode(node, _)) = seq.next_element::<JsonNode>()? {
+            if let Some(node) = node {
+                branch.insert(i.to_string(), node);
+            }
+            i += 1;
+        }
+        Ok(JsonNode(
+            (!branch.children.is_empty()).then_some(Node::Branch(branch)),
+            false,
+        ))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonNode, A::Error> {
+        let mut branch = Branch::default();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let JsonNode(node, _) = map.next_value::<JsonNode>()?;
+            if !seen.insert(key.clone()) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format_args!(
+                    "key {shown:?} appears more than once"
+                )));
+            }
+            if let Some(node) = node {
+                branch.insert(key, node);
+            }
+        }
+        Ok(JsonNode(
+            (!branch.children.is_empty()).then_some(Node::Branch(branch)),
+            true,
+        ))
+    }
 }
