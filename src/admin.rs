@@ -39,7 +39,10 @@ pub fn check_config(settings: &Settings) -> Result<String, String> {
     let _ = writeln!(out, "listen            {}", settings.listen);
     let _ = writeln!(out, "kafka.brokers     {}", settings.kafka.brokers);
     for (k, v) in &settings.kafka.properties {
-        let shown = if k.contains("password") || k.contains("secret") || k.contains("key") {
+        let shown = if ["password", "secret", "key", "oauthbearer", "jaas", "token"]
+            .iter()
+            .any(|w| k.contains(w))
+        {
             "[REDACTED]"
         } else {
             v.as_str()
@@ -112,6 +115,7 @@ pub async fn create_topics(settings: &Settings, partitions: i32) -> Result<Strin
         .create()
         .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
     let mut topics: Vec<&str> = settings.routes.iter().map(|r| r.topic()).collect();
+    topics.sort_unstable();
     topics.dedup();
     let new: Vec<NewTopic<'_>> = topics
         .iter()

@@ -65,6 +65,15 @@ pub struct Metrics {
     known_portals: HashSet<String>,
 }
 
+/// See [`Metrics::request_started`].
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Which fixed route a path belongs to (never the raw path: unbounded).
 pub fn route_label(path: &str) -> &'static str {
     match path {
@@ -169,12 +178,14 @@ impl Metrics {
         }
     }
 
-    pub fn request_started(&self) {
+    /// Counts the request as in flight until the guard is dropped (also
+    /// when the client goes away and the handler is cancelled).
+    pub fn request_started(&self) -> InFlight {
         self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     pub fn request_finished(&self, path: &str, outcome: &str, status: u16, elapsed: Duration) {
-        self.in_flight.dec();
         let route = route_label(path);
         self.requests
             .get_or_create(&RequestLabels {
@@ -245,7 +256,7 @@ mod tests {
             ["ONSIGNB2EDOCUMENTSTATUSCHANGED".to_owned()],
             ["m1".to_owned()],
         );
-        m.request_started();
+        drop(m.request_started());
         m.request_finished(
             "/random/path/123",
             "not_found",

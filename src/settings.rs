@@ -86,7 +86,7 @@ pub struct LogSettings {
     pub level: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -97,6 +97,18 @@ pub struct KafkaSettings {
     /// Raw librdkafka properties, passed through.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// Property values may be SASL passwords: only their names print.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +252,18 @@ impl RawSettings {
             validate_topic(&raw.topic).map_err(|r| invalid(format!("routes[{i}].topic"), r))?;
             let key =
                 KeyPath::parse(&raw.key).map_err(|r| invalid(format!("routes[{i}].key"), r))?;
+            let touches_secret = key.segments().first().is_some_and(|s| s == "auth")
+                || key.segments().iter().any(|s| {
+                    crate::event::SECRET_KEYS
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(s))
+                });
+            if touches_secret {
+                return Err(invalid(
+                    format!("routes[{i}].key"),
+                    "must not point into auth or at a token: the key is published",
+                ));
+            }
             let route = Route::new(event, raw.topic.clone(), key);
             if routes.iter().any(|r| r.event() == route.event()) {
                 return Err(invalid(
@@ -413,6 +437,12 @@ mod tests {
         let mut raw = with_portal();
         raw.routes[1].event = "onsignb2edocumentstatuschanged".into();
         assert_eq!(err_key(raw), "routes[1].event");
+
+        for secret_path in ["auth.member_id", "data.BOT.1.access_token"] {
+            let mut raw = with_portal();
+            raw.routes[0].key = secret_path.into();
+            assert_eq!(err_key(raw), "routes[0].key");
+        }
     }
 
     #[test]

@@ -148,6 +148,12 @@ impl Application {
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown signal received; draining in-flight requests");
+            tokio::spawn(async {
+                wait_for_signal().await;
+                // Accepted events are in Kafka or the spool: safe to go now.
+                tracing::warn!("second signal: exiting without waiting");
+                std::process::exit(130);
+            });
             handle.stop(true).await;
         });
         let served = self.server.await;

@@ -95,9 +95,7 @@ pub async fn request_telemetry(
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let metrics = state.as_ref().map(|s| s.publisher.metrics().clone());
-    if let Some(m) = &metrics {
-        m.request_started();
-    }
+    let _in_flight = metrics.as_ref().map(|m| m.request_started());
     let result = next.call(req).instrument(span.clone()).await;
     let mut res = match result {
         Ok(res) => res,

@@ -42,10 +42,6 @@ impl std::fmt::Debug for EventTree {
 }
 
 impl EventTree {
-    pub(crate) fn from_root(root: Map<String, Value>) -> Self {
-        EventTree(root)
-    }
-
     pub fn root(&self) -> &Map<String, Value> {
         &self.0
     }

@@ -27,12 +27,15 @@ pub const SECRET_KEYS: &[&str] = &["access_token", "refresh_token", "application
 pub enum NormalizeError {
     #[error("the event field is missing")]
     MissingEvent,
-    #[error("no route is configured for event {0}")]
+    /// (The name is kept for the log; the client message leaves it out.)
+    #[error("no route is configured for this event")]
     NoRoute(String),
     #[error("the routing key {0} is missing or empty")]
     MissingKey(String),
     #[error("ts must be Unix seconds")]
     InvalidTs,
+    #[error("data must be an object")]
+    InvalidData,
 }
 
 /// A record ready for Kafka. It is also what the spool stores, hence serde.
@@ -100,7 +103,11 @@ pub fn normalize(
     let sanitized = Value::Object(map_without_secrets(tree.root()));
     let id = event_id(&sanitized);
     let empty = Value::Object(Map::new());
-    let data = sanitized.get("data").unwrap_or(&empty);
+    let data = match sanitized.get("data") {
+        None => &empty,
+        Some(d @ Value::Object(_)) => d,
+        Some(_) => return Err(NormalizeError::InvalidData),
+    };
     let upper = route.event();
 
     let envelope = Envelope {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::bitrix24::{AuthError, ParseError};
 use crate::event::NormalizeError;
-use crate::publish::PublishError;
+use crate::publish::{PublishError, SendError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,7 +52,12 @@ impl ApiError {
             ApiError::Unroutable(NormalizeError::NoRoute(_)) => "no_route",
             ApiError::Unroutable(NormalizeError::MissingEvent) => "no_route",
             ApiError::Unroutable(NormalizeError::MissingKey(_)) => "missing_key",
-            ApiError::Unroutable(NormalizeError::InvalidTs) => "invalid_field",
+            ApiError::Unroutable(NormalizeError::InvalidTs | NormalizeError::InvalidData) => {
+                "invalid_field"
+            }
+            ApiError::Unavailable(PublishError::Unavailable(SendError::Rejected(_))) => {
+                "broker_rejected"
+            }
             ApiError::Unavailable(PublishError::Unavailable(_)) => "broker_unavailable",
             ApiError::Unavailable(PublishError::SpoolFull) => "spool_full",
             ApiError::Unavailable(PublishError::Spool(_)) => "spool_unavailable",
@@ -65,6 +70,10 @@ impl ApiError {
     pub fn log_detail(&self) -> String {
         match self {
             ApiError::Unauthorized(reason) => format!("{self}: {reason}"),
+            ApiError::Unroutable(NormalizeError::NoRoute(event)) => {
+                let event: String = event.chars().take(64).collect();
+                format!("no route is configured for event {event:?}")
+            }
             other => other.to_string(),
         }
     }
@@ -76,7 +85,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead(_) | ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unroutable(NormalizeError::InvalidTs) => StatusCode::BAD_REQUEST,
+            ApiError::Unroutable(NormalizeError::InvalidTs | NormalizeError::InvalidData) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Unroutable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

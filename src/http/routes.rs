@@ -162,8 +162,16 @@ async fn accept_event(
     Ok((outcome, id))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// Alive, unless the producer hit a fatal error: then only a restart helps
+/// (the spool keeps what was accepted meanwhile).
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match state.publisher.sink().fatal_error() {
+        None => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": "producer_fatal",
+            "message": format!("the Kafka producer failed fatally and needs a restart: {reason}"),
+        })),
+    }
 }
 
 /// Ready when the broker answers, or, while it does not, when the spool can

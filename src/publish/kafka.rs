@@ -46,6 +46,28 @@ impl KafkaSink {
     }
 }
 
+/// Errors no retry can fix: the record itself is unacceptable.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+fn classify(e: &KafkaError) -> SendError {
+    if is_permanent(e) {
+        SendError::Rejected(describe(e))
+    } else {
+        SendError::Kafka(describe(e))
+    }
+}
+
 fn describe(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
@@ -76,17 +98,24 @@ impl Sink for KafkaSink {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 return Err(SendError::QueueFull)
             }
-            Err((e, _)) => return Err(SendError::Kafka(describe(&e))),
+            Err((e, _)) => return Err(classify(&e)),
         };
         match tokio::time::timeout(deadline, delivery).await {
             Ok(Ok(Ok(d))) => Ok(Delivery {
                 partition: d.partition,
                 offset: d.offset,
             }),
-            Ok(Ok(Err((e, _)))) => Err(SendError::Kafka(describe(&e))),
+            Ok(Ok(Err((e, _)))) => Err(classify(&e)),
             Ok(Err(_canceled)) => Err(SendError::Closed),
             Err(_elapsed) => Err(SendError::Timeout(deadline)),
         }
+    }
+
+    fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
     }
 
     async fn check_ready(&self, timeout: Duration) -> Result<(), String> {

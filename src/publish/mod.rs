@@ -42,6 +42,10 @@ pub enum SendError {
     QueueFull,
     #[error("Kafka delivery failed: {0}")]
     Kafka(String),
+    /// The broker refused this record for good (too large, invalid): retrying
+    /// or spooling it cannot help.
+    #[error("Kafka rejected the record: {0}")]
+    Rejected(String),
     #[error("the producer is shut down")]
     Closed,
 }
@@ -52,7 +56,7 @@ impl SendError {
         match self {
             SendError::Timeout(_) => "Timeout".into(),
             SendError::QueueFull => "QueueFull".into(),
-            SendError::Kafka(code) => code.clone(),
+            SendError::Kafka(code) | SendError::Rejected(code) => code.clone(),
             SendError::Closed => "Closed".into(),
         }
     }
@@ -79,6 +83,12 @@ pub trait Sink: Send + Sync + 'static {
     /// Records handed over and not yet acknowledged or failed.
     fn queue_len(&self) -> i64 {
         0
+    }
+
+    /// A fatal producer error (idempotence state lost): nothing will be
+    /// delivered until the process restarts.
+    fn fatal_error(&self) -> Option<String> {
+        None
     }
 }
 
@@ -199,16 +209,38 @@ impl Publisher {
 
     pub async fn publish(&self, record: OutboundRecord) -> Result<Outcome, PublishError> {
         let inner = &self.inner;
-        if inner.spool.is_none() || !inner.spooling.load(Ordering::Acquire) {
-            match self.send(&record, inner.deadline, "direct").await {
-                Ok(delivery) => return Ok(Outcome::Delivered(delivery)),
-                Err(e) if inner.spool.is_none() => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "broker did not acknowledge; spooling");
-                }
+        let Some(spool) = &inner.spool else {
+            return Ok(Outcome::Delivered(
+                self.send(&record, inner.deadline, "direct").await?,
+            ));
+        };
+        if inner.spooling.load(Ordering::Acquire) {
+            // Queue behind the spool, unless the drainer emptied it and left
+            // spool mode meanwhile: decided under the lock it takes to leave.
+            let queued = {
+                let _mode = lock(&inner.mode);
+                inner
+                    .spooling
+                    .load(Ordering::Acquire)
+                    .then(|| spool.append(encode(&record)))
+            };
+            if let Some(durable) = queued {
+                return spooled(durable).await;
             }
         }
-        self.spool(&record).await
+        match self.send(&record, inner.deadline, "direct").await {
+            Ok(delivery) => Ok(Outcome::Delivered(delivery)),
+            Err(e @ SendError::Rejected(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker did not acknowledge; spooling");
+                let durable = {
+                    let _mode = lock(&inner.mode);
+                    inner.spooling.store(true, Ordering::Release);
+                    spool.append(encode(&record))
+                };
+                spooled(durable).await
+            }
+        }
     }
 
     /// `Sink::send` with metrics.
@@ -225,21 +257,6 @@ impl Publisher {
             Err(e) => self.inner.metrics.delivery_error(&e.code()),
         }
         result
-    }
-
-    async fn spool(&self, record: &OutboundRecord) -> Result<Outcome, PublishError> {
-        let Some(spool) = &self.inner.spool else {
-            return Err(PublishError::Spool("no spool configured".into()));
-        };
-        let bytes = serde_json::to_vec(record).expect("a record always serializes");
-        let durable = {
-            let _mode = lock(&self.inner.mode);
-            self.inner.spooling.store(true, Ordering::Release);
-            spool.append(bytes)
-        };
-        let durable = durable.map_err(spool_error)?;
-        let seq = durable.await.map_err(spool_error)?;
-        Ok(Outcome::Spooled { seq })
     }
 
     /// Starts the task that delivers the spool to Kafka, in order.
@@ -267,7 +284,11 @@ impl Publisher {
                     self.sleep_or_stop(&mut stop, BACKOFF_MAX).await;
                     continue;
                 }
-                Err(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "spool read task failed; retrying");
+                    self.sleep_or_stop(&mut stop, BACKOFF_MAX).await;
+                    continue;
+                }
             };
             if batch.is_empty() {
                 {
@@ -289,7 +310,13 @@ impl Publisher {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
-            match self.deliver(&spool, batch).await {
+            // On shutdown a batch in flight is abandoned: it stays in the
+            // spool (the producer flush may still deliver a copy).
+            let delivered = tokio::select! {
+                result = self.deliver(&spool, batch) => result,
+                _ = stop.changed() => return,
+            };
+            match delivered {
                 Ok(()) => backoff = BACKOFF_MIN,
                 Err(e) => {
                     tracing::warn!(error = %e, "spool drain failed; will retry");
@@ -312,7 +339,8 @@ impl Publisher {
             match serde_json::from_slice::<OutboundRecord>(&entry.bytes) {
                 Ok(r) => records.push((entry.seq, Some(r))),
                 Err(e) => {
-                    tracing::error!(seq = entry.seq, error = %e, "undecodable spool entry skipped");
+                    tracing::error!(seq = entry.seq, error = %e, "undecodable spool entry");
+                    self.dead_letter(spool, entry.seq, &entry.bytes, "undecodable")?;
                     records.push((entry.seq, None));
                 }
             }
@@ -332,6 +360,13 @@ impl Publisher {
         for (seq, result) in results {
             match result {
                 Ok(()) => acked = Some(seq),
+                Err(SendError::Rejected(code)) => {
+                    // Can never be delivered: keep it for the operator, go on.
+                    let entry = batch.iter().find(|e| e.seq == seq).expect("seq from batch");
+                    tracing::error!(seq, %code, "Kafka rejected a spooled record; dead-lettered");
+                    self.dead_letter(spool, seq, &entry.bytes, &code)?;
+                    acked = Some(seq);
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -352,6 +387,36 @@ impl Publisher {
         }
     }
 
+    /// Writes an entry that can never be delivered to
+    /// `<spool.dir>/dead-letter/<seq>.<reason>` (fsync'd) before it is acked,
+    /// so no accepted event disappears without a trace.
+    fn dead_letter(
+        &self,
+        spool: &Spool,
+        seq: u64,
+        bytes: &[u8],
+        reason: &str,
+    ) -> Result<(), String> {
+        use std::io::Write;
+        let dir = spool.dir().join("dead-letter");
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(48)
+            .collect();
+        let path = dir.join(format!("{seq:020}.{reason}"));
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.inner.metrics.delivery_error("DeadLettered");
+        Ok(())
+    }
+
     async fn sleep_or_stop(&self, stop: &mut watch::Receiver<bool>, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
@@ -365,9 +430,10 @@ impl Publisher {
     pub async fn shutdown(&self, drainer: Option<JoinHandle<()>>, grace: Duration) {
         let started = std::time::Instant::now();
         let _ = self.inner.stop.send(true);
-        if let Some(handle) = drainer {
-            if tokio::time::timeout(grace, handle).await.is_err() {
+        if let Some(mut handle) = drainer {
+            if tokio::time::timeout(grace, &mut handle).await.is_err() {
                 tracing::warn!("spool drainer did not stop within the grace period");
+                handle.abort();
             }
         }
         let left = self
@@ -390,6 +456,17 @@ impl Publisher {
             tracing::info!(spooled, "producer flushed");
         }
     }
+}
+
+fn encode(record: &OutboundRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a record always serializes")
+}
+
+async fn spooled(
+    durable: Result<impl std::future::Future<Output = Result<u64, SpoolError>>, SpoolError>,
+) -> Result<Outcome, PublishError> {
+    let seq = durable.map_err(spool_error)?.await.map_err(spool_error)?;
+    Ok(Outcome::Spooled { seq })
 }
 
 fn spool_error(e: SpoolError) -> PublishError {

@@ -425,6 +425,11 @@ impl Spool {
         st.durable_bytes.saturating_add(st.queued_bytes)
     }
 
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     pub fn max_bytes(&self) -> u64 {
         self.inner.max_bytes
     }
