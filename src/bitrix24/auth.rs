@@ -126,6 +126,10 @@ impl VerifiedEvent {
     pub fn member_id(&self) -> &MemberId {
         &self.member_id
     }
+
+    pub fn into_parts(self) -> (EventTree, MemberId) {
+        (self.tree, self.member_id)
+    }
 }
 
 /// The configured portals, by member id.

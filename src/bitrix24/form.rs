@@ -38,6 +38,12 @@ pub fn parse_form(body: &[u8]) -> Result<EventTree, ParseError> {
 }
 
 fn decode(raw: &[u8]) -> Result<String, ParseError> {
+    if !raw.iter().any(|b| *b == b'+' || *b == b'%') {
+        // Nothing to decode (most values): one allocation, not two.
+        return std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| ParseError::InvalidUtf8);
+    }
     let plus_as_space: Vec<u8> = raw
         .iter()
         .map(|b| if *b == b'+' { b' ' } else { *b })

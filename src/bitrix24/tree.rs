@@ -46,6 +46,15 @@ impl EventTree {
         &self.0
     }
 
+    pub fn into_root(self) -> Map<String, Value> {
+        self.0
+    }
+
+    /// A tree rebuilt from one that was parsed here, after removing keys.
+    pub fn from_sanitized(root: Map<String, Value>) -> Self {
+        EventTree(root)
+    }
+
     /// A top-level string field, `None` when absent, empty or not a string
     /// (PHP omits nulls, so absent and empty mean the same).
     pub fn str_field(&self, name: &str) -> Option<&str> {

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 pub use route::{KeyPath, Route, Routes};
 
-use crate::bitrix24::VerifiedEvent;
+use crate::bitrix24::{EventTree, VerifiedEvent};
 
 /// Version of the envelope; bumped only by breaking changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -75,23 +75,21 @@ struct PortalInfo<'a> {
     client_endpoint: Option<&'a str>,
 }
 
-/// Routes, strips secrets and builds the envelope and headers.
+/// Routes, strips secrets and builds the envelope and headers. Takes the
+/// event by value: secrets are removed from the tree in place rather than
+/// from a copy.
 pub fn normalize(
-    event: &VerifiedEvent,
+    event: VerifiedEvent,
     routes: &Routes,
     received_at: OffsetDateTime,
 ) -> Result<OutboundRecord, NormalizeError> {
-    let tree = event.tree();
+    let (tree, member_id) = event.into_parts();
     let name = tree
         .str_field("event")
         .ok_or(NormalizeError::MissingEvent)?;
     let route = routes
         .find(name)
         .ok_or_else(|| NormalizeError::NoRoute(name.to_owned()))?;
-    let key = match tree.lookup(route.key().segments()) {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-        _ => return Err(NormalizeError::MissingKey(route.key().to_string())),
-    };
     let event_time = match tree.str_field("ts") {
         None => None,
         Some(ts) => Some(unix_to_rfc3339(ts).ok_or(NormalizeError::InvalidTs)?),
@@ -100,14 +98,20 @@ pub fn normalize(
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
 
-    let sanitized = Value::Object(map_without_secrets(tree.root()));
-    let id = event_id(&sanitized);
+    let mut root = tree.into_root();
+    remove_secrets(&mut root);
+    let tree = EventTree::from_sanitized(root);
+    let key = match tree.lookup(route.key().segments()) {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
+        _ => return Err(NormalizeError::MissingKey(route.key().to_string())),
+    };
     let empty = Value::Object(Map::new());
-    let data = match sanitized.get("data") {
+    let data = match tree.root().get("data") {
         None => &empty,
         Some(d @ Value::Object(_)) => d,
         Some(_) => return Err(NormalizeError::InvalidData),
     };
+    let id = event_id(tree.root());
     let upper = route.event();
 
     let envelope = Envelope {
@@ -118,7 +122,7 @@ pub fn normalize(
         event_time: event_time.as_deref(),
         received_at: &received_at,
         portal: PortalInfo {
-            member_id: event.member_id().as_str(),
+            member_id: member_id.as_str(),
             domain: tree.auth_field("domain"),
             client_endpoint: tree.auth_field("client_endpoint"),
         },
@@ -133,7 +137,7 @@ pub fn normalize(
         ("ce_id".to_owned(), id.clone()),
         (
             "ce_source".to_owned(),
-            format!("urn:bitrix24:portal:{}", event.member_id()),
+            format!("urn:bitrix24:portal:{member_id}"),
         ),
         ("ce_type".to_owned(), format!("bitrix24.{upper}")),
         (
@@ -165,19 +169,32 @@ fn is_secret(key: &str) -> bool {
     SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key))
 }
 
-fn map_without_secrets(map: &Map<String, Value>) -> Map<String, Value> {
-    map.iter()
-        .filter(|(k, _)| !is_secret(k))
-        .map(|(k, v)| (k.clone(), without_secrets(v)))
-        .collect()
+/// Removes every secret key from `map`, at any depth.
+fn remove_secrets(map: &mut Map<String, Value>) {
+    map.retain(|k, _| !is_secret(k));
+    for value in map.values_mut() {
+        remove_secrets_value(value);
+    }
 }
 
-/// A copy of `value` with every secret key removed, at any depth.
-pub fn without_secrets(value: &Value) -> Value {
+fn remove_secrets_value(value: &mut Value) {
     match value {
-        Value::Object(map) => Value::Object(map_without_secrets(map)),
-        Value::Array(items) => Value::Array(items.iter().map(without_secrets).collect()),
-        other => other.clone(),
+        Value::Object(map) => remove_secrets(map),
+        Value::Array(items) => items.iter_mut().for_each(remove_secrets_value),
+        _ => {}
+    }
+}
+
+/// Feeds serialized bytes straight into the hash: no intermediate buffer.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -185,10 +202,10 @@ pub fn without_secrets(value: &Value) -> Value {
 /// leaves, secrets removed), first 16 bytes in hex. A re-sent event gets the
 /// same id whether it came as a form or as JSON; any difference changes it.
 /// Secrets are left out so that the id never depends on (or hints at) them.
-fn event_id(sanitized: &Value) -> String {
-    let canonical = serde_json::to_vec(sanitized).expect("a tree always serializes");
-    let digest = Sha256::digest(&canonical);
-    hex::encode(&digest[..16])
+fn event_id(sanitized: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(HashWriter(&mut hasher), sanitized).expect("a tree always serializes");
+    hex::encode(&hasher.finalize()[..16])
 }
 
 #[cfg(test)]
@@ -229,7 +246,7 @@ mod tests {
 
     fn record(body: &str) -> OutboundRecord {
         normalize(
-            &verified(body),
+            verified(body),
             &routes(),
             datetime!(2026-12-03 16:40:00.5 UTC),
         )
@@ -298,7 +315,7 @@ mod tests {
             ApplicationToken::parse("app-secret").unwrap(),
         )]);
         let from_json = portals.verify(parse_json(&as_json).unwrap()).unwrap();
-        let c = normalize(&from_json, &routes(), OffsetDateTime::now_utc()).unwrap();
+        let c = normalize(from_json, &routes(), OffsetDateTime::now_utc()).unwrap();
         assert_eq!(a.id, c.id, "same event as JSON, later: same id");
         let d = record(&BODY.replace("ts=1770374899", "ts=1770374900"));
         assert_ne!(a.id, d.id);
@@ -314,7 +331,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let ev = verified(&BODY.replace("ONSIGNB2EDOCUMENTSTATUSCHANGED", "ONCRMDEALUPDATE"));
         assert_eq!(
-            normalize(&ev, &r, now).unwrap_err(),
+            normalize(ev.clone(), &r, now).unwrap_err(),
             NormalizeError::NoRoute("ONCRMDEALUPDATE".into())
         );
         let ev = verified(&BODY.replace(
@@ -322,17 +339,17 @@ mod tests {
             "data%5BdocumentUid%5D=",
         ));
         assert_eq!(
-            normalize(&ev, &r, now).unwrap_err(),
+            normalize(ev.clone(), &r, now).unwrap_err(),
             NormalizeError::MissingKey("data.documentUid".into())
         );
         let ev = verified(&BODY.replace("ts=1770374899", "ts=yesterday"));
         assert_eq!(
-            normalize(&ev, &r, now).unwrap_err(),
+            normalize(ev.clone(), &r, now).unwrap_err(),
             NormalizeError::InvalidTs
         );
         let ev = verified(&BODY.replace("event=ONSIGNB2EDOCUMENTSTATUSCHANGED&", ""));
         assert_eq!(
-            normalize(&ev, &r, now).unwrap_err(),
+            normalize(ev.clone(), &r, now).unwrap_err(),
             NormalizeError::MissingEvent
         );
     }

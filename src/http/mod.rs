@@ -4,4 +4,4 @@ mod error;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::{configure, AppState, OutcomeLabel};
+pub use routes::{configure, AppState, RequestLog};

@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 use time::OffsetDateTime;
-use tracing::Span;
 
 use super::error::ApiError;
 use crate::bitrix24::{parse_form, parse_json, Portals};
@@ -97,48 +96,46 @@ async fn post_event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let span = Span::current();
-    let mut seen = Seen::default();
-    let result = accept_event(&req, payload, &state, &span, &mut seen).await;
-    let label = match &result {
+    let mut log = RequestLog::default();
+    let result = accept_event(&req, payload, &state, &mut log).await;
+    log.outcome = match &result {
         Ok((outcome, _)) => outcome.status(),
         Err(e) => e.code(),
     };
-    span.record("outcome", label);
     state
         .publisher
         .metrics()
-        .event(seen.event.as_deref(), seen.member_id.as_deref(), label);
-    match result {
+        .event(log.event.as_deref(), log.member_id.as_deref(), log.outcome);
+    let response = match result {
         Ok((outcome, id)) => {
-            let mut res = HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id }));
-            res.extensions_mut().insert(OutcomeLabel(label));
-            Ok(res)
+            Ok(HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id })))
         }
         Err(e) => {
-            span.record("error", e.log_detail().as_str());
+            log.error = Some(e.log_detail());
             Err(e)
         }
-    }
+    };
+    req.extensions_mut().insert(log);
+    response
 }
 
-/// The outcome of a request, for the metrics middleware.
-#[derive(Debug, Clone, Copy)]
-pub struct OutcomeLabel(pub &'static str);
-
-/// What the handler learnt of the event, for metrics (bounded there).
-#[derive(Default)]
-struct Seen {
-    event: Option<String>,
-    member_id: Option<String>,
+/// What a request did, for its one log line and the metrics; filled in by
+/// the handler, read by the telemetry middleware.
+#[derive(Debug, Default, Clone)]
+pub struct RequestLog {
+    pub outcome: &'static str,
+    pub event: Option<String>,
+    pub member_id: Option<String>,
+    pub key: Option<String>,
+    pub event_id: Option<String>,
+    pub error: Option<String>,
 }
 
 async fn accept_event(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    span: &Span,
-    seen: &mut Seen,
+    log: &mut RequestLog,
 ) -> Result<(Outcome, String), ApiError> {
     let received_at = OffsetDateTime::now_utc();
     let kind = body_kind(req.headers())?;
@@ -147,16 +144,12 @@ async fn accept_event(
         BodyKind::Form => parse_form(&body)?,
         BodyKind::Json => parse_json(&body)?,
     };
-    if let Some(event) = tree.str_field("event") {
-        span.record("event", loggable(event).as_str());
-        seen.event = Some(event.to_owned());
-    }
+    log.event = tree.str_field("event").map(loggable);
     let verified = state.portals.verify(tree).map_err(ApiError::Unauthorized)?;
-    span.record("member_id", verified.member_id().as_str());
-    seen.member_id = Some(verified.member_id().to_string());
-    let record = normalize(&verified, &state.routes, received_at)?;
-    span.record("key", loggable(&record.key).as_str());
-    span.record("event_id", record.id.as_str());
+    log.member_id = Some(verified.member_id().to_string());
+    let record = normalize(verified, &state.routes, received_at)?;
+    log.key = Some(loggable(&record.key));
+    log.event_id = Some(record.id.clone());
     let id = record.id.clone();
     let outcome = state.publisher.publish(record).await?;
     Ok((outcome, id))

@@ -65,10 +65,11 @@ async fn signing_event_becomes_one_keyed_record_with_cloudevents_headers() {
     let lines = log_lines_with(&id);
     assert_eq!(lines.len(), 1, "one log line for the request: {lines:?}");
     let line = &lines[0];
-    assert_eq!(line["span"]["outcome"], "accepted");
-    assert_eq!(line["span"]["member_id"], app.member_id.as_str());
-    assert_eq!(line["span"]["key"], "R-LK-50JI-3AAK-WS1A");
-    assert_eq!(line["span"]["event"], "ONSIGNB2EDOCUMENTSTATUSCHANGED");
+    assert_eq!(line["outcome"], "accepted");
+    assert_eq!(line["member_id"], app.member_id.as_str());
+    assert_eq!(line["key"], "R-LK-50JI-3AAK-WS1A");
+    assert_eq!(line["event"], "ONSIGNB2EDOCUMENTSTATUSCHANGED");
+    assert!(line["span"]["request_id"].is_string(), "{line}");
 }
 
 #[tokio::test]
