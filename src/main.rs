@@ -141,7 +141,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    telemetry::init(&settings.log);
+    let _log_guard = telemetry::init(&settings.log);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {

@@ -51,9 +51,23 @@ where
     }
 }
 
-/// Installs the process-wide subscriber (stdout).
-pub fn init(settings: &LogSettings) {
-    let _ = tracing::subscriber::set_global_default(subscriber(settings, std::io::stdout));
+/// Installs the process-wide subscriber. Lines are formatted on the
+/// request's thread but written to stdout by a dedicated thread in batches
+/// (one write per batch instead of one per line): under load the write
+/// syscalls were ~5% of the CPU profile. The writer blocks rather than drops
+/// when its queue is full, so no line is lost. Keep the guard until exit: it
+/// flushes what is queued.
+pub fn init(settings: &LogSettings) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let _ = tracing::subscriber::set_global_default(subscriber(settings, writer));
+    guard
 }
 
 /// An incoming `X-Request-Id` is kept when it is short and made of safe
