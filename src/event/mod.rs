@@ -204,7 +204,12 @@ impl std::io::Write for HashWriter<'_> {
 /// Secrets are left out so that the id never depends on (or hints at) them.
 fn event_id(sanitized: &Map<String, Value>) -> String {
     let mut hasher = Sha256::new();
-    serde_json::to_writer(HashWriter(&mut hasher), sanitized).expect("a tree always serializes");
+    {
+        // serde_json writes many tiny slices; hash them in blocks.
+        let mut writer = std::io::BufWriter::with_capacity(1024, HashWriter(&mut hasher));
+        serde_json::to_writer(&mut writer, sanitized).expect("a tree always serializes");
+        std::io::Write::flush(&mut writer).expect("hashing cannot fail");
+    }
     hex::encode(&hasher.finalize()[..16])
 }
 

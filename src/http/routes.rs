@@ -107,9 +107,10 @@ async fn post_event(
         .metrics()
         .event(log.event.as_deref(), log.member_id.as_deref(), log.outcome);
     let response = match result {
-        Ok((outcome, id)) => {
-            Ok(HttpResponse::Ok().json(json!({ "status": outcome.status(), "id": id })))
-        }
+        Ok((outcome, id)) => Ok(HttpResponse::Ok().json(Accepted {
+            status: outcome.status(),
+            id: &id,
+        })),
         Err(e) => {
             log.error = Some(e.log_detail());
             Err(e)
@@ -117,6 +118,13 @@ async fn post_event(
     };
     req.extensions_mut().insert(log);
     response
+}
+
+/// The 200 answer.
+#[derive(serde::Serialize)]
+struct Accepted<'a> {
+    status: &'static str,
+    id: &'a str,
 }
 
 /// What a request did, for its one log line and the metrics; filled in by

@@ -146,6 +146,8 @@ pub struct SpoolEntry {
 pub struct Spool {
     inner: Arc<Inner>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held (locked) while the spool is open; the OS releases it on exit.
+    _lock: fs::File,
 }
 
 struct Inner {
@@ -214,6 +216,20 @@ impl Spool {
     #[tracing::instrument(skip_all, fields(dir = %cfg.dir.display()))]
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, RecoveryReport), SpoolError> {
         fs::create_dir_all(&cfg.dir)?;
+        // Two processes appending to one spool would interleave sequence
+        // numbers and delete each other's segments: hold an exclusive lock
+        // for as long as the spool is open.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join("lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(SpoolError::Io(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{} is in use by another process ({e})", cfg.dir.display()),
+            )));
+        }
         let recovered = recover(&cfg.dir)?;
         let report = recovered.report;
 
@@ -268,6 +284,7 @@ impl Spool {
             Spool {
                 inner,
                 writer: Mutex::new(Some(handle)),
+                _lock: lock,
             },
             report,
         ))
@@ -1033,6 +1050,24 @@ fn quarantine(path: &Path, offset: u64, file_len: u64) -> io::Result<(PathBuf, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_refused_while_the_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || SpoolConfig {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 16,
+        };
+        let (first, _) = Spool::open(cfg()).unwrap();
+        let err = Spool::open(cfg()).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        drop(first);
+        assert!(Spool::open(cfg()).is_ok(), "the lock goes with the spool");
+    }
     use std::time::Duration;
 
     fn cfg(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
