@@ -144,7 +144,8 @@ pub async fn create_topics(settings: &Settings, partitions: i32) -> Result<Strin
 }
 
 /// A realistic signing-status event, form-encoded exactly as Bitrix24 sends
-/// it (percent-encoded brackets, `+` for spaces).
+/// it (percent-encoded brackets, `+` for spaces), including OAuth tokens
+/// (made-up values) so that their removal can be checked end to end.
 pub fn sample_body(
     member_id: &str,
     token: &str,
@@ -152,6 +153,9 @@ pub fn sample_body(
     status: &str,
     ts: i64,
 ) -> String {
+    let access = format!("sample-access-{}", uuid::Uuid::new_v4().simple());
+    let refresh = format!("sample-refresh-{}", uuid::Uuid::new_v4().simple());
+    let expires = (ts + 3600).to_string();
     let pairs = [
         ("event", "ONSIGNB2EDOCUMENTSTATUSCHANGED"),
         ("event_handler_id", "1213"),
@@ -160,6 +164,8 @@ pub fn sample_body(
         ("data[statusCode]", status),
         ("data[statusName]", "Signing in progress"),
         ("ts", &ts.to_string()),
+        ("auth[access_token]", &access),
+        ("auth[expires]", &expires),
         ("auth[expires_in]", "3600"),
         ("auth[scope]", "sign.b2e"),
         ("auth[domain]", "example.bitrix24.com"),
@@ -171,6 +177,7 @@ pub fn sample_body(
         ),
         ("auth[member_id]", member_id),
         ("auth[user_id]", "1"),
+        ("auth[refresh_token]", &refresh),
         ("auth[application_token]", token),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));

@@ -132,8 +132,9 @@ pub struct SpoolStats {
 
 /// How many spooled records the drainer hands to the producer at once.
 const DRAIN_BATCH: usize = 256;
-/// How long the drainer waits for a batch: longer than librdkafka's own
-/// `message.timeout.ms` would be pointless, shorter creates duplicates.
+/// How long the drainer waits for a batch at most; librdkafka's own
+/// `message.timeout.ms` normally answers first (a retry from the spool
+/// follows), and waiting less than that would only create duplicates.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(300);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

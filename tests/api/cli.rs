@@ -94,6 +94,10 @@ async fn send_sample_posts_what_bitrix24_would_and_the_record_arrives() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key, "R-SAMPLE-1");
     assert_eq!(records[0].value["data"]["statusCode"], "signing");
+    // The sample carries OAuth tokens like a real event; none come out.
+    assert!(
+        !records[0].raw.contains("sample-access") && !records[0].raw.contains("sample-refresh")
+    );
 
     let out = bridge(&["send-sample", "--url", &url, "--token", "wrong"], &config);
     assert!(!out.status.success(), "a 401 is a failure");
