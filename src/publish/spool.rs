@@ -20,6 +20,7 @@
 //! 00000000000000000001.seg       segment; name = first sequence number it may hold, 20 digits
 //! 00000000000000004711.seg       newer segment (only the newest one is appended to)
 //! ack.cursor                     last acknowledged sequence number
+//! lock                           flock'd while a process has the spool open
 //! 00000000000000000001.seg.corrupt-1717171717   tail moved aside by recovery (kept for operators)
 //! ```
 //!
