@@ -178,6 +178,57 @@ async fn full_spool_answers_503_stays_up_and_keeps_what_it_has() {
 
 // ------------------------------------------------------- the real binary
 
+/// A broker with SQLite storage, a topic, a portal and a config file for the
+/// real binary, all in one temporary directory.
+struct Rig {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    topic: String,
+    member: String,
+    token: String,
+    config: std::path::PathBuf,
+    port: u16,
+    log: std::path::PathBuf,
+    client: reqwest::Client,
+}
+
+impl Rig {
+    async fn new(prefix: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start_sqlite(dir.path());
+        let topic = unique(prefix);
+        create_topic(&broker.addr, &topic).await;
+        let (member, token) = (uuid::Uuid::new_v4().simple().to_string(), unique("tok"));
+        let (config, port) = write_config(dir.path(), &broker.addr, &member, &token, &topic);
+        let log = dir.path().join("bridge.log");
+        Rig {
+            dir,
+            broker,
+            topic,
+            member,
+            token,
+            config,
+            port,
+            log,
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Reads `topic` until every id in `ids` is there, or 30 s passed.
+async fn read_until_all(brokers: &str, topic: &str, ids: &[String]) -> Vec<Consumed> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    let mut all = Vec::new();
+    while !ids.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
+        let (b, t, n) = (brokers.clone(), topic.clone(), ids.len() * 2);
+        all = tokio::task::spawn_blocking(move || consume(&b, &t, n, Duration::from_secs(5)))
+            .await
+            .unwrap();
+    }
+    all
+}
+
 struct BridgeProcess {
     child: Child,
     base: String,
@@ -291,14 +342,17 @@ fn sign_event(member: &str, token: &str, uid: &str, status: &str) -> SignEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_the_broker_is_down_loses_no_2xx_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start_sqlite(dir.path());
-    let topic = unique("kill");
-    create_topic(&broker.addr, &topic).await;
-    let (member, token) = (uuid::Uuid::new_v4().simple().to_string(), unique("tok"));
-    let (config, port) = write_config(dir.path(), &broker.addr, &member, &token, &topic);
-    let log = dir.path().join("bridge.log");
-    let client = reqwest::Client::new();
+    let Rig {
+        dir: _dir,
+        mut broker,
+        topic,
+        member,
+        token,
+        config,
+        port,
+        log,
+        client,
+    } = Rig::new("kill").await;
 
     let bridge = BridgeProcess::start(&config, port, &log).await;
     broker.stop();
@@ -319,11 +373,7 @@ async fn sigkill_while_the_broker_is_down_loses_no_2xx_event() {
 
     broker.restart();
     let _bridge = BridgeProcess::start(&config, port, &log).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut all = Vec::new();
-    while !ids.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
-        all = consume(&broker.addr, &topic, ids.len() * 2, Duration::from_secs(5));
-    }
+    let all = read_until_all(&broker.addr, &topic, &ids).await;
     let got = ids_in(&all);
     for id in &ids {
         assert!(got.contains(id), "2xx'd event {id} lost after SIGKILL");
@@ -333,14 +383,17 @@ async fn sigkill_while_the_broker_is_down_loses_no_2xx_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_requests_in_flight_exits_0_and_keeps_every_2xx_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start_sqlite(dir.path());
-    let topic = unique("term");
-    create_topic(&broker.addr, &topic).await;
-    let (member, token) = (uuid::Uuid::new_v4().simple().to_string(), unique("tok"));
-    let (config, port) = write_config(dir.path(), &broker.addr, &member, &token, &topic);
-    let log = dir.path().join("bridge.log");
-    let client = reqwest::Client::new();
+    let Rig {
+        dir: _dir,
+        mut broker,
+        topic,
+        member,
+        token,
+        config,
+        port,
+        log,
+        client,
+    } = Rig::new("term").await;
 
     let mut bridge = BridgeProcess::start(&config, port, &log).await;
     let mut ids = Vec::new();
@@ -386,11 +439,7 @@ async fn sigterm_with_requests_in_flight_exits_0_and_keeps_every_2xx_event() {
 
     broker.restart();
     let _bridge = BridgeProcess::start(&config, port, &log).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut all = Vec::new();
-    while !ids.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
-        all = consume(&broker.addr, &topic, ids.len() * 2, Duration::from_secs(5));
-    }
+    let all = read_until_all(&broker.addr, &topic, &ids).await;
     let got = ids_in(&all);
     for id in &ids {
         assert!(got.contains(id), "2xx'd event {id} lost across SIGTERM");
@@ -401,14 +450,17 @@ async fn sigterm_with_requests_in_flight_exits_0_and_keeps_every_2xx_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_spool_tail_is_moved_aside_and_intact_records_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start_sqlite(dir.path());
-    let topic = unique("torn");
-    create_topic(&broker.addr, &topic).await;
-    let (member, token) = (uuid::Uuid::new_v4().simple().to_string(), unique("tok"));
-    let (config, port) = write_config(dir.path(), &broker.addr, &member, &token, &topic);
-    let log = dir.path().join("bridge.log");
-    let client = reqwest::Client::new();
+    let Rig {
+        dir,
+        mut broker,
+        topic,
+        member,
+        token,
+        config,
+        port,
+        log,
+        client,
+    } = Rig::new("torn").await;
 
     let bridge = BridgeProcess::start(&config, port, &log).await;
     broker.stop();
@@ -441,11 +493,7 @@ async fn corrupt_spool_tail_is_moved_aside_and_intact_records_delivered() {
     broker.restart();
     let _bridge = BridgeProcess::start(&config, port, &log).await;
     let intact = &ids[..3];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut all = Vec::new();
-    while !intact.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
-        all = consume(&broker.addr, &topic, 3, Duration::from_secs(5));
-    }
+    let all = read_until_all(&broker.addr, &topic, intact).await;
     let got = ids_in(&all);
     assert!(
         intact.iter().all(|id| got.contains(id)),
