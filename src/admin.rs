@@ -229,6 +229,7 @@ pub fn tail(settings: &Settings, topic: &str, max: usize, follow: bool) -> Resul
             format!("b24-kafka-bridge-tail-{}", uuid::Uuid::new_v4()),
         )
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let metadata = consumer

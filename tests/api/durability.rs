@@ -97,16 +97,27 @@ async fn broker_stopped_mid_stream_loses_nothing_and_keeps_order() {
     assert!(ready["spool"]["records"].as_u64().unwrap() >= 8, "{ready}");
 
     broker.restart();
+    broker.wait_for_topic(&app.doc_topic);
     let records = app.consume_docs(ids.len());
     // Wait for any trailing duplicates, then check the whole topic.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let mut all = records;
     while !ids.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
         all = app.consume_docs(ids.len() * 3);
     }
     let got = ids_in(&all);
-    for id in &ids {
-        assert!(got.contains(id), "event {id} answered 2xx but not in Kafka");
+    for (n, id) in ids.iter().enumerate() {
+        let phase = if n < first_spooled {
+            "before the outage"
+        } else {
+            "spooled"
+        };
+        assert!(
+            got.contains(id),
+            "event #{n} ({phase}, {id}) answered 2xx but not in Kafka; {} of {} there",
+            ids.iter().filter(|i| got.contains(*i)).count(),
+            ids.len()
+        );
     }
     assert_per_key_order(&all);
 
@@ -163,7 +174,8 @@ async fn full_spool_answers_503_stays_up_and_keeps_what_it_has() {
     );
 
     broker.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    broker.wait_for_topic(&app.doc_topic);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let mut all = Vec::new();
     while !spooled.iter().all(|id| ids_in(&all).contains(id)) && Instant::now() < deadline {
         all = app.consume_docs(spooled.len() * 2);

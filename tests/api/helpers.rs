@@ -179,6 +179,36 @@ impl Broker {
         }
     }
 
+    /// Waits until the broker serves `topic`'s metadata again (a restarted
+    /// Tansu accepts connections before its storage is loaded).
+    pub fn wait_for_topic(&self, topic: &str) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .first()
+                        .map(|t| t.error().is_none() && t.partitions().len() == PARTITIONS as usize)
+                })
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {} does not serve topic {topic} after its restart",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kills the broker at once (SIGKILL to its process group).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -236,6 +266,7 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, wait: Duration) -> V
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -250,7 +281,12 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, wait: Duration) -> V
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let msg = msg.expect("consumer error");
+        // Transient client errors (a broker that has just restarted reports
+        // AllBrokersDown once) are not failures: the caller checks what
+        // arrived.
+        let Ok(msg) = msg else {
+            continue;
+        };
         let raw = String::from_utf8(msg.payload().unwrap_or_default().to_vec()).unwrap();
         let mut headers = HashMap::new();
         if let Some(h) = msg.headers() {
