@@ -233,6 +233,15 @@ impl Rig {
             client: reqwest::Client::new(),
         }
     }
+
+    async fn start_bridge(&self) -> BridgeProcess {
+        BridgeProcess::start(&self.config, self.port, &self.log).await
+    }
+
+    /// A signing event for the rig's portal.
+    fn event(&self, uid: &str, status: &str) -> SignEvent {
+        sign_event(&self.member, &self.token, uid, status)
+    }
 }
 
 /// Reads `topic` until every id in `ids` is there, or 30 s passed.
@@ -362,38 +371,23 @@ fn sign_event(member: &str, token: &str, uid: &str, status: &str) -> SignEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_the_broker_is_down_loses_no_2xx_event() {
-    let Rig {
-        dir: _dir,
-        mut broker,
-        topic,
-        member,
-        token,
-        config,
-        port,
-        log,
-        client,
-    } = Rig::new("kill").await;
+    let mut rig = Rig::new("kill").await;
 
-    let bridge = BridgeProcess::start(&config, port, &log).await;
-    broker.stop();
+    let bridge = rig.start_bridge().await;
+    rig.broker.stop();
     let mut ids = Vec::new();
     for i in 0..6 {
-        let ev = sign_event(
-            &member,
-            &token,
-            &format!("R-KILL-{}", i % 3),
-            &format!("s{i:02}"),
-        );
-        let (status, id) = post(&client, &bridge.base, &ev).await.expect("2xx");
+        let ev = rig.event(&format!("R-KILL-{}", i % 3), &format!("s{i:02}"));
+        let (status, id) = post(&rig.client, &bridge.base, &ev).await.expect("2xx");
         assert_eq!(status, "spooled");
         ids.push(id);
     }
     bridge.signal(libc::SIGKILL);
     drop(bridge);
 
-    broker.restart();
-    let _bridge = BridgeProcess::start(&config, port, &log).await;
-    let all = read_until_all(&broker.addr, &topic, &ids).await;
+    rig.broker.restart();
+    let _bridge = rig.start_bridge().await;
+    let all = read_until_all(&rig.broker.addr, &rig.topic, &ids).await;
     let got = ids_in(&all);
     for id in &ids {
         assert!(got.contains(id), "2xx'd event {id} lost after SIGKILL");
@@ -403,36 +397,21 @@ async fn sigkill_while_the_broker_is_down_loses_no_2xx_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_requests_in_flight_exits_0_and_keeps_every_2xx_event() {
-    let Rig {
-        dir: _dir,
-        mut broker,
-        topic,
-        member,
-        token,
-        config,
-        port,
-        log,
-        client,
-    } = Rig::new("term").await;
+    let mut rig = Rig::new("term").await;
 
-    let mut bridge = BridgeProcess::start(&config, port, &log).await;
+    let mut bridge = rig.start_bridge().await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let ev = sign_event(&member, &token, "R-TERM-A", &format!("a{i:02}"));
-        ids.push(post(&client, &bridge.base, &ev).await.expect("2xx").1);
+        let ev = rig.event("R-TERM-A", &format!("a{i:02}"));
+        ids.push(post(&rig.client, &bridge.base, &ev).await.expect("2xx").1);
     }
     // With the broker gone every request waits for the publish deadline:
     // they are in flight when SIGTERM arrives.
-    broker.stop();
+    rig.broker.stop();
     let mut inflight = Vec::new();
     for i in 0..10 {
-        let ev = sign_event(
-            &member,
-            &token,
-            &format!("R-TERM-{}", i % 2),
-            &format!("b{i:02}"),
-        );
-        let (client, base) = (client.clone(), bridge.base.clone());
+        let ev = rig.event(&format!("R-TERM-{}", i % 2), &format!("b{i:02}"));
+        let (client, base) = (rig.client.clone(), bridge.base.clone());
         inflight.push(tokio::spawn(async move { post(&client, &base, &ev).await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -457,42 +436,32 @@ async fn sigterm_with_requests_in_flight_exits_0_and_keeps_every_2xx_event() {
     };
     assert_eq!(status.code(), Some(0), "exit code after SIGTERM");
 
-    broker.restart();
-    let _bridge = BridgeProcess::start(&config, port, &log).await;
-    let all = read_until_all(&broker.addr, &topic, &ids).await;
+    rig.broker.restart();
+    let _bridge = rig.start_bridge().await;
+    let all = read_until_all(&rig.broker.addr, &rig.topic, &ids).await;
     let got = ids_in(&all);
     for id in &ids {
         assert!(got.contains(id), "2xx'd event {id} lost across SIGTERM");
     }
-    let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(!logs.contains(&token), "token in the bridge's log");
+    let logs = std::fs::read_to_string(&rig.log).unwrap();
+    assert!(!logs.contains(&rig.token), "token in the bridge's log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_spool_tail_is_moved_aside_and_intact_records_delivered() {
-    let Rig {
-        dir,
-        mut broker,
-        topic,
-        member,
-        token,
-        config,
-        port,
-        log,
-        client,
-    } = Rig::new("torn").await;
+    let mut rig = Rig::new("torn").await;
 
-    let bridge = BridgeProcess::start(&config, port, &log).await;
-    broker.stop();
+    let bridge = rig.start_bridge().await;
+    rig.broker.stop();
     let mut ids = Vec::new();
     for i in 0..4 {
-        let ev = sign_event(&member, &token, "R-TORN", &format!("s{i:02}"));
-        ids.push(post(&client, &bridge.base, &ev).await.expect("2xx").1);
+        let ev = rig.event("R-TORN", &format!("s{i:02}"));
+        ids.push(post(&rig.client, &bridge.base, &ev).await.expect("2xx").1);
     }
     bridge.signal(libc::SIGKILL);
     drop(bridge);
     // Tear the last record: cut the newest segment 10 bytes short.
-    let spool = dir.path().join("spool");
+    let spool = rig.dir.path().join("spool");
     let mut segments: Vec<_> = std::fs::read_dir(&spool)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -510,10 +479,10 @@ async fn corrupt_spool_tail_is_moved_aside_and_intact_records_delivered() {
         .set_len(len - 10)
         .unwrap();
 
-    broker.restart();
-    let _bridge = BridgeProcess::start(&config, port, &log).await;
+    rig.broker.restart();
+    let _bridge = rig.start_bridge().await;
     let intact = &ids[..3];
-    let all = read_until_all(&broker.addr, &topic, intact).await;
+    let all = read_until_all(&rig.broker.addr, &rig.topic, intact).await;
     let got = ids_in(&all);
     assert!(
         intact.iter().all(|id| got.contains(id)),
@@ -523,7 +492,7 @@ async fn corrupt_spool_tail_is_moved_aside_and_intact_records_delivered() {
         !got.contains(&ids[3]),
         "the torn record cannot have been delivered"
     );
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = std::fs::read_to_string(&rig.log).unwrap();
     assert!(
         logs.contains("corrupt spool data moved aside"),
         "corruption is reported"
