@@ -132,10 +132,11 @@ pub struct SpoolStats {
 
 /// How many spooled records the drainer hands to the producer at once.
 const DRAIN_BATCH: usize = 256;
-/// How long the drainer waits for a batch at most; librdkafka's own
-/// `message.timeout.ms` normally answers first (a retry from the spool
-/// follows), and waiting less than that would only create duplicates.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(300);
+/// The drainer waits for librdkafka's answer for as long as it takes: with
+/// `message.timeout.ms` = 0 the batch is delivered once the broker is back,
+/// with a finite one the timeout error comes first and a retry from the
+/// spool follows. Giving up earlier would only queue copies behind copies.
+const DRAIN_DEADLINE: Duration = Duration::MAX;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
