@@ -4,7 +4,9 @@
 # between bridge and Tansu over a 12 s window and wrk's RESULT line, and with
 # PERF=1 records `perf record -g` of the bridge (report: perf report -i
 # $WORK/perf.data --stdio). Knobs: CONNS, LEVEL (log level, info),
-# LINGER (linger.ms, 2), WORKERS (0 = one per core), PERF (0), WORK dir.
+# LINGER (linger.ms, 2), PROPS (more librdkafka properties as TOML pairs,
+# e.g. '"max.in.flight.requests.per.connection" = "1"'), WORKERS (0 = one
+# per core), PERF (0), WORK dir (keeps the logs and the bridge's /metrics).
 # Used for the "Profile" section of docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ format = "json"
 level = "${LEVEL:-info}"
 [kafka]
 brokers = "127.0.0.1:$BP"
-properties = { "linger.ms" = "${LINGER:-2}" }
+properties = { "linger.ms" = "${LINGER:-2}"${PROPS:+, $PROPS} }
 [spool]
 dir = "$WORK/spool"
 [[portals]]
@@ -53,6 +55,7 @@ fi
 b1=$(cpu $BPID); t1=$(cpu $TP); s1=$(date +%s%N)
 el=$(( (s1 - s0) / 10000000 ))
 wait $WP || true
+curl -s "http://127.0.0.1:$HP/metrics" >"$WORK/metrics.txt" || true
 echo "CPU over the window (100 = one core): bridge $(( (b1 - b0) * 100 / el )) tansu $(( (t1 - t0) * 100 / el ))"
 grep RESULT "$WORK/wrk.txt"
 echo "work dir: $WORK"
