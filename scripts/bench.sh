@@ -246,7 +246,7 @@ count_records() { # topic -> number of records read back (of 5), from the curren
 }
 
 READY_FIRST=""; READY_MAX=0; READY_N=0          # bridge start -> /readyz 200, ms
-PEER_READY_FIRST=""; PEER_READY_MAX=0
+PEER_READY_FIRST=""; PEER_READY_MAX=0; PEER_SPLITS=""
 BRIDGE_HWM_KB=0; BRIDGE_HWM_RUNS=""             # max VmHWM over the bridge runs; per run
 BRIDGE_RECORDS=0; PEER_RECORDS=0
 
@@ -322,7 +322,24 @@ peer_run() {
   if [ "$ready" -gt "$PEER_READY_MAX" ]; then PEER_READY_MAX=$ready; fi
 
   run_wrk - "$url" 16 "$WARMUP"
+  # uvicorn's workers accept from one shared socket, so how wrk's connections
+  # split between the two workers is up to the kernel; the peer's figure
+  # depends on it (a worker tops out at roughly half the balanced figure).
+  # Snapshot the split at mid-run (needs ss from iproute2; skipped without).
+  local split="$WORK/$tag.split"
+  local snap=""
+  : >"$split"
+  if command -v ss >/dev/null; then
+    (sleep $((DURATION / 2)); ss -Htnp state established "( sport = :$port )" 2>/dev/null \
+      | grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{print $1}' | sort -rn | paste -sd/ >"$split") &
+    snap=$!
+  fi
   run_wrk peer "$url" "$c" "$DURATION" "sid:$pid"
+  [ -z "$snap" ] || wait "$snap" 2>/dev/null || true
+  if [ -s "$split" ]; then
+    log "peer c=$c: connections per uvicorn worker at mid-run: $(cat "$split")"
+    PEER_SPLITS+="c=$c: $(cat "$split") "
+  fi
   if [ "$check" = 1 ]; then
     log "records in Kafka (tail --max 5)"
     PEER_RECORDS=$(count_records "$PEER_TOPIC")
@@ -385,6 +402,7 @@ echo "bridge: start -> /readyz 200 first ${READY_FIRST} ms, slowest ${READY_MAX}
   "VmHWM max $(awk -v k="$BRIDGE_HWM_KB" 'BEGIN {printf "%.1f", k/1024}') MiB (per run, MiB: $BRIDGE_HWM_RUNS);"
 echo "        events by outcome (sum over the runs, warm-ups included): $BRIDGE_OUTCOMES; error-level log lines: $BRIDGE_ERRLINES"
 echo "peer:   start -> first 200 first ${PEER_READY_FIRST} ms, slowest ${PEER_READY_MAX} ms; RSS = sum over its processes"
+[ -z "$PEER_SPLITS" ] || echo "        connections per uvicorn worker at mid-run: $PEER_SPLITS"
 
 field() { awk -F'|' -v n="$1" -v c="$2" -v f="$3" '$1==n && $2==c {print $f}' "$RESULTS"; }
 verdict() { if [ "$1" = 1 ]; then echo PASS; else echo FAIL; fi; }
