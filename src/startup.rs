@@ -152,6 +152,7 @@ impl Application {
                 wait_for_signal().await;
                 // Accepted events are in Kafka or the spool: safe to go now.
                 tracing::warn!("second signal: exiting without waiting");
+                crate::telemetry::flush_logs();
                 std::process::exit(130);
             });
             handle.stop(true).await;

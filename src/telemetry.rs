@@ -61,8 +61,19 @@ where
 /// writes what is pending.
 pub fn init(settings: &LogSettings) -> output::OutputGuard {
     let (writer, guard) = output::batched(std::io::stdout());
+    let _ = INSTALLED.set(writer.clone());
     let _ = tracing::subscriber::set_global_default(subscriber(settings, writer));
     guard
+}
+
+static INSTALLED: OnceLock<output::BatchWriter> = OnceLock::new();
+
+/// Writes the pending log lines now: for paths that end the process with
+/// `std::process::exit` (no destructors run).
+pub fn flush_logs() {
+    if let Some(writer) = INSTALLED.get() {
+        writer.flush();
+    }
 }
 
 /// An incoming `X-Request-Id` is kept when it is short and made of safe
@@ -80,14 +91,23 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> String {
         .unwrap_or_else(generated_request_id)
 }
 
-/// 32 hex digits: a random per-process prefix and a counter. Unique without a
-/// `getrandom` syscall per request (a v4 UUID per request was one).
+/// 32 hex digits: a random per-process prefix, then a counter passed through
+/// a keyed bijection (so ids stay unique but do not reveal how many requests
+/// the process has served). No `getrandom` syscall per request (a v4 UUID
+/// per request was one).
 fn generated_request_id() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let (prefix, key) = *KEYS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    format!("{prefix:016x}{:016x}", mix(n ^ key))
+}
+
+/// SplitMix64's finaliser: a bijection on u64 that scrambles neighbours.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Middleware: a request span carrying only the request id (so every line
@@ -180,6 +200,13 @@ mod tests {
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(request_id(Some(&long)).len(), 32);
         assert_eq!(request_id(None).len(), 32);
-        assert_ne!(request_id(None), request_id(None));
+        let a = request_id(None);
+        let b = request_id(None);
+        assert_ne!(a, b);
+        assert_eq!(a[..16], b[..16], "one prefix per process");
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        // Consecutive ids differ in many digits, not just the last.
+        let differing = a[16..].bytes().zip(b[16..].bytes()).filter(|(x, y)| x != y);
+        assert!(differing.count() > 4, "{a} {b}");
     }
 }

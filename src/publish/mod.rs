@@ -67,6 +67,8 @@ impl SendError {
 pub trait Sink: Send + Sync + 'static {
     /// Hands the record over and waits at most `deadline` for the broker's
     /// acknowledgement. A record that timed out may still be delivered later.
+    /// `deadline` may be `Duration::MAX` (the drainer: as long as it takes);
+    /// implementations must not add it to an `Instant` unchecked.
     async fn send(
         &self,
         record: &OutboundRecord,
@@ -137,6 +139,8 @@ const DRAIN_BATCH: usize = 256;
 /// with a finite one the timeout error comes first and a retry from the
 /// spool follows. Giving up earlier would only queue copies behind copies.
 const DRAIN_DEADLINE: Duration = Duration::MAX;
+/// How often a drain batch that is still unacknowledged is logged.
+const DRAIN_STALL_WARNING: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -356,7 +360,22 @@ impl Publisher {
                 None => (*seq, Ok(())),
             }
         });
-        let results = futures_util::future::join_all(sends).await;
+        // No deadline of our own (see DRAIN_DEADLINE), but a stalled drain
+        // must not be silent: a broker that answers metadata yet never
+        // acknowledges (no leader, not enough replicas) shows up here.
+        let all = futures_util::future::join_all(sends);
+        tokio::pin!(all);
+        let waiting_since = std::time::Instant::now();
+        let results = loop {
+            match tokio::time::timeout(DRAIN_STALL_WARNING, &mut all).await {
+                Ok(results) => break results,
+                Err(_) => tracing::warn!(
+                    records = batch.len(),
+                    waited_secs = waiting_since.elapsed().as_secs(),
+                    "spool drain still waiting for the broker's acknowledgement"
+                ),
+            }
+        };
         let mut acked = None;
         let mut failure = None;
         for (seq, result) in results {
@@ -438,10 +457,22 @@ impl Publisher {
                 handle.abort();
             }
         }
+        // With the spool on, everything the producer still holds is also in
+        // the spool (in-flight requests ended accepted or spooled, the
+        // drainer acks only what was delivered). If the broker is away,
+        // waiting for it only delays the exit: keep those for the next start.
+        let mut flush_for = grace.saturating_sub(started.elapsed());
+        if self.inner.spool.is_some() && self.inner.sink.queue_len() > 0 {
+            let probe = flush_for.min(Duration::from_secs(1));
+            if let Err(reason) = self.inner.sink.check_ready(probe).await {
+                tracing::warn!(%reason, "broker unreachable at shutdown; not waiting for it");
+                flush_for = Duration::ZERO;
+            }
+        }
         let left = self
             .inner
             .sink
-            .flush(grace.saturating_sub(started.elapsed()))
+            .flush(flush_for.min(grace.saturating_sub(started.elapsed())))
             .await;
         if let Some(spool) = &self.inner.spool {
             let spool = spool.clone();

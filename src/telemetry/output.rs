@@ -24,9 +24,19 @@ pub const HIGH_WATER: usize = 1 << 20;
 struct Shared {
     pending: Mutex<Vec<u8>>,
     out: Mutex<Box<dyn Write + Send>>,
-    stop: Mutex<bool>,
+    state: Mutex<State>,
     wake: Condvar,
 }
+
+#[derive(Default)]
+struct State {
+    stop: bool,
+    finished: bool,
+}
+
+/// How long dropping the guard waits for the last write (a stdout that
+/// blocks, e.g. a stalled log collector, must not keep the process alive).
+const LAST_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these leaves plain bytes behind; keep going.
@@ -82,7 +92,7 @@ pub fn batched(out: impl Write + Send + 'static) -> (BatchWriter, OutputGuard) {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Vec::with_capacity(64 * 1024)),
         out: Mutex::new(Box::new(out)),
-        stop: Mutex::new(false),
+        state: Mutex::new(State::default()),
         wake: Condvar::new(),
     });
     let background = shared.clone();
@@ -102,32 +112,60 @@ pub fn batched(out: impl Write + Send + 'static) -> (BatchWriter, OutputGuard) {
 }
 
 fn flush_loop(shared: &Shared) {
-    let mut stop = lock(&shared.stop);
+    let mut state = lock(&shared.state);
     loop {
-        stop = shared
+        state = shared
             .wake
-            .wait_timeout(stop, FLUSH_INTERVAL)
+            .wait_timeout(state, FLUSH_INTERVAL)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
-        let stopping = *stop;
-        drop(stop);
+        let stopping = state.stop;
+        drop(state);
         // Nowhere to report a failing stdout; the next batch tries again.
         let _ = shared.flush();
+        state = lock(&shared.state);
         if stopping {
+            state.finished = true;
+            shared.wake.notify_all();
             return;
         }
-        stop = lock(&shared.stop);
+    }
+}
+
+impl OutputGuard {
+    /// Writes what is pending now, on the caller's thread.
+    pub fn flush(&self) {
+        let _ = self.shared.flush();
+    }
+}
+
+impl BatchWriter {
+    /// Writes what is pending now, on the caller's thread (before an
+    /// immediate `std::process::exit`, which skips the guard's drop).
+    pub fn flush(&self) {
+        let _ = self.shared.flush();
     }
 }
 
 impl Drop for OutputGuard {
     fn drop(&mut self) {
-        *lock(&self.shared.stop) = true;
+        let mut state = lock(&self.shared.state);
+        state.stop = true;
         self.shared.wake.notify_all();
+        // The background thread writes the rest and says so; wait for that
+        // a bounded time only.
+        let (state, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(state, LAST_WRITE_WAIT, |s| !s.finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        let finished = state.finished;
+        drop(state);
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if finished {
+                let _ = thread.join();
+            }
         }
-        let _ = self.shared.flush();
     }
 }
 
@@ -238,10 +276,50 @@ mod tests {
         let (writer, _guard) = batched(sink.clone());
         // Hold the background thread off the buffer: only the appender can
         // have written when this returns.
-        let stop = lock(&writer.shared.stop);
+        let state = lock(&writer.shared.state);
         let line = "y".repeat(HIGH_WATER);
         write_line(&writer, &line);
         assert_eq!(sink.text().len(), HIGH_WATER);
-        drop(stop);
+        drop(state);
+    }
+
+    /// An output that blocks forever.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            std::thread::park();
+            Ok(0)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_does_not_keep_the_guard_waiting() {
+        let (writer, guard) = batched(Stuck);
+        write_line(&writer, "never written\n");
+        std::thread::sleep(FLUSH_INTERVAL * 2);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(LAST_WRITE_WAIT * 5).is_ok(),
+            "dropping the guard hung on a blocked output"
+        );
+    }
+
+    #[test]
+    fn guard_flush_writes_at_once() {
+        let sink = Sink::default();
+        let (writer, guard) = batched(sink.clone());
+        let state = lock(&writer.shared.state);
+        write_line(&writer, "now\n");
+        guard.flush();
+        assert_eq!(sink.text(), "now\n");
+        drop(state);
     }
 }
