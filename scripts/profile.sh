@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 BIN="$PWD/target/release/b24-kafka-bridge"
-LUA="$PWD/../shared/bench/sign-event.lua"
+LUA="${LUA:-$PWD/../shared/bench/sign-event.lua}"
 WORK="${WORK:-$(mktemp -d /tmp/b24-profile.XXXXXX)}"
 command -v wrk >/dev/null || { echo "wrk missing: scripts/bench.sh installs it" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release --locked
@@ -28,6 +28,7 @@ format = "json"
 level = "${LEVEL:-info}"
 [kafka]
 brokers = "127.0.0.1:$BP"
+
 properties = { "linger.ms" = "${LINGER:-2}"${PROPS:+, $PROPS} }
 [spool]
 dir = "$WORK/spool"
@@ -46,16 +47,17 @@ for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$HP/readyz" && b
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 timeout 40 wrk -t1 -c"${CONNS:-64}" -d20s -s "$LUA" "http://127.0.0.1:$HP" >"$WORK/wrk.txt" 2>&1 & WP=$!
 sleep 3
-b0=$(cpu $BPID); t0=$(cpu $TP); s0=$(date +%s%N)
+WRKP=$(pgrep -P "$WP" wrk || echo "$WP")
+b0=$(cpu $BPID); t0=$(cpu $TP); w0=$(cpu $WRKP); s0=$(date +%s%N)
 if [ "${PERF:-0}" = 1 ]; then
   perf record -F 499 -g -p "$BPID" -o "$WORK/perf.data" -- sleep 12 >"$WORK/perf-rec.log" 2>&1
 else
   sleep 12
 fi
-b1=$(cpu $BPID); t1=$(cpu $TP); s1=$(date +%s%N)
+b1=$(cpu $BPID); t1=$(cpu $TP); w1=$(cpu $WRKP); s1=$(date +%s%N)
 el=$(( (s1 - s0) / 10000000 ))
 wait $WP || true
 curl -s "http://127.0.0.1:$HP/metrics" >"$WORK/metrics.txt" || true
-echo "CPU over the window (100 = one core): bridge $(( (b1 - b0) * 100 / el )) tansu $(( (t1 - t0) * 100 / el ))"
+echo "CPU over the window (100 = one core): bridge $(( (b1 - b0) * 100 / el )) tansu $(( (t1 - t0) * 100 / el )) wrk $(( (w1 - w0) * 100 / el ))"
 grep RESULT "$WORK/wrk.txt"
 echo "work dir: $WORK"

@@ -9,7 +9,7 @@
 //! real portal never sends them, and an ingress that picks one reading is an
 //! ingress a crafted request can fool.
 
-use percent_encoding::percent_decode;
+use std::borrow::Cow;
 
 use super::tree::{root_tree, Branch, EventTree, Node, ParseError, MAX_DEPTH};
 
@@ -44,12 +44,29 @@ fn decode(raw: &[u8]) -> Result<String, ParseError> {
             .map(str::to_owned)
             .map_err(|_| ParseError::InvalidUtf8);
     }
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    // One pass: `+` is a space, `%XX` a byte; a `%` not followed by two hex
+    // digits stays as it is (what PHP's urldecode does).
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => bytes.push(b' '),
+            b'%' => match (raw.get(i + 1).and_then(hex), raw.get(i + 2).and_then(hex)) {
+                (Some(hi), Some(lo)) => {
+                    bytes.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => bytes.push(b'%'),
+            },
+            b => bytes.push(b),
+        }
+        i += 1;
+    }
     String::from_utf8(bytes).map_err(|_| ParseError::InvalidUtf8)
+}
+
+fn hex(digit: &u8) -> Option<u8> {
+    (*digit as char).to_digit(16).map(|d| d as u8)
 }
 
 /// A path segment: a named key, or `[]` (append to a list).
@@ -97,16 +114,18 @@ fn insert(
     let mut branch = root;
     for (i, segment) in path.iter().enumerate() {
         let name = match segment {
-            Segment::Name(n) => (*n).to_owned(),
+            Segment::Name(n) => Cow::Borrowed(*n),
             // `a[]=x`: one past the largest integer key, like PHP.
-            Segment::Append => branch
-                .next_index()
-                .ok_or_else(|| ParseError::ConflictingShape(shown()))?,
+            Segment::Append => Cow::Owned(
+                branch
+                    .next_index()
+                    .ok_or_else(|| ParseError::ConflictingShape(shown()))?,
+            ),
         };
         if i + 1 == path.len() {
             return match branch.get(&name) {
                 None => {
-                    branch.insert(name, Node::Leaf(value));
+                    branch.insert(name.into_owned(), Node::Leaf(value));
                     Ok(())
                 }
                 Some(Node::Leaf(_)) => Err(ParseError::DuplicateKey(shown())),
@@ -163,6 +182,16 @@ mod tests {
         let t = tree("a=x+y%2Bz&b%5Bc+d%5D=1");
         assert_eq!(t["a"], "x y+z");
         assert_eq!(t["b"]["c d"], "1");
+    }
+
+    #[test]
+    fn stray_percent_signs_stay_literal() {
+        let t = tree("a=100%&b=%2&c=%zz&d=%+0&e=%41%4a%4A");
+        assert_eq!(t["a"], "100%");
+        assert_eq!(t["b"], "%2");
+        assert_eq!(t["c"], "%zz");
+        assert_eq!(t["d"], "% 0");
+        assert_eq!(t["e"], "AJJ");
     }
 
     #[test]

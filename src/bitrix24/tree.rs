@@ -118,11 +118,13 @@ impl Branch {
         self.children.entry(key).or_insert(node)
     }
 
-    pub(crate) fn child_or_branch(&mut self, key: String) -> &mut Node {
-        if self.children.contains_key(&key) {
-            return self.children.get_mut(&key).expect("just checked");
+    /// The child at `key`, a new empty branch if there is none (the key is
+    /// copied only then: most segments name a branch that exists already).
+    pub(crate) fn child_or_branch(&mut self, key: std::borrow::Cow<'_, str>) -> &mut Node {
+        if self.children.contains_key(key.as_ref()) {
+            return self.children.get_mut(key.as_ref()).expect("just checked");
         }
-        self.insert(key, Node::Branch(Branch::default()))
+        self.insert(key.into_owned(), Node::Branch(Branch::default()))
     }
 
     /// The key `a[]` appends at, or `None` when the integer keys are exhausted.
