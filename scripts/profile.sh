@@ -4,7 +4,7 @@
 # between bridge and Tansu over a 12 s window and wrk's RESULT line, and with
 # PERF=1 records `perf record -g` of the bridge (report: perf report -i
 # $WORK/perf.data --stdio). Knobs: CONNS, LEVEL (log level, info),
-# LINGER (linger.ms, 2), PROPS (more librdkafka properties as TOML pairs,
+# LINGER (linger.ms, 1), PROPS (more librdkafka properties as TOML pairs,
 # e.g. '"max.in.flight.requests.per.connection" = "1"'), WORKERS (0 = one
 # per core), PERF (0), WORK dir (keeps the logs and the bridge's /metrics).
 # Used for the "Profile" section of docs/performance.md.
@@ -29,7 +29,7 @@ level = "${LEVEL:-info}"
 [kafka]
 brokers = "127.0.0.1:$BP"
 
-properties = { "linger.ms" = "${LINGER:-2}"${PROPS:+, $PROPS} }
+properties = { "linger.ms" = "${LINGER:-1}"${PROPS:+, $PROPS} }
 [spool]
 dir = "$WORK/spool"
 [[portals]]
