@@ -151,12 +151,21 @@ sample_rss() { # target outfile
     sleep 1
   done
 }
+# CPU time (user + system, clock ticks) of a pid, or with "sid:N" the sum over
+# the session's processes (the peer's uvicorn master and workers).
+cpu_ticks() { # target
+  local target="$1" p pids
+  if [[ "$target" == sid:* ]]; then pids=$(ps -o pid= --sid "${target#sid:}" 2>/dev/null); else pids=$target; fi
+  for p in $pids; do sed 's/.*) //' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $12 + $13} END {print s + 0}'
+}
+CLK_TCK=$(getconf CLK_TCK)
 start_sampler() { : >"$2"; sample_rss "$1" "$2" & SAMPLER=$!; }
 stop_sampler() { [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=""; }
 peak_mib() { awk 'BEGIN {m=0} {if ($2>m) m=$2} END {printf "%.1f", m/1024}' "$1"; }
 kb_at() { awk -v t="$2" '$1<=t {v=$2} END {print v+0}' "$1"; }
 
-# Results, one line per run: name|conns|accepted/s|p50|p99|max|non2xx|errors|peak RSS MiB
+# Results, one line per run:
+# name|conns|accepted/s|p50|p99|max|non2xx|errors|peak RSS MiB|CPU us/event service|CPU us/event broker
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
@@ -166,15 +175,22 @@ run_wrk() {
   local out="$WORK/wrk-${name}-${conns}-${secs}.txt" rssf="$WORK/rss-${name}-${conns}-${secs}.txt"
   local threads=$WRK_THREADS
   [ "$conns" -lt "$threads" ] && threads=$conns
-  [ -n "$rss_target" ] && start_sampler "$rss_target" "$rssf"
+  local cpu0=0 bcpu0=0 cpu1=0 bcpu1=0
+  if [ -n "$rss_target" ]; then
+    start_sampler "$rss_target" "$rssf"
+    cpu0=$(cpu_ticks "$rss_target"); bcpu0=$(cpu_ticks "$BROKER_PID")
+  fi
   timeout $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s -s "$LUA" "$url" >"$out" 2>&1 || true
-  [ -n "$rss_target" ] && stop_sampler
+  if [ -n "$rss_target" ]; then
+    cpu1=$(cpu_ticks "$rss_target"); bcpu1=$(cpu_ticks "$BROKER_PID")
+    stop_sampler
+  fi
   local line reqs
   line=$(grep '^RESULT' "$out" || true)
   if [ -z "$line" ]; then
     echo "bench: wrk produced no RESULT line against $url:" >&2
     cat "$out" >&2
-    [ "$name" = - ] || echo "$name|$conns|-|-|-|-|-|-|-" >>"$RESULTS"
+    [ "$name" = - ] || echo "$name|$conns|-|-|-|-|-|-|-|-|-" >>"$RESULTS"
     return 0
   fi
   [ "$name" = - ] && return 0
@@ -182,12 +198,19 @@ run_wrk() {
   reqs=$(awk '/requests in/ {print $1}' "$out")
   local rss="-"
   [ -n "$rss_target" ] && rss=$(peak_mib "$rssf")
-  echo "$line" | awk -v name="$name" -v c="$conns" -v reqs="$reqs" -v rss="$rss" '{
+  # CPU per accepted event (us) of the service and of the broker over the
+  # measured run: a figure that does not depend on who else shares the CPUs.
+  echo "$line" | awk -v name="$name" -v c="$conns" -v reqs="$reqs" -v rss="$rss" \
+      -v cpu=$((cpu1 - cpu0)) -v bcpu=$((bcpu1 - bcpu0)) -v tck="$CLK_TCK" -v measured="${rss_target:+1}" '{
       for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      acc = reqs > 0 ? f["req/s"] * (reqs - f["non2xx"]) / reqs : 0
-      printf "%s|%s|%.0f|%s|%s|%s|%s|%s|%s\n", name, c, acc, f["p50_ms"], f["p99_ms"], f["max_ms"], f["non2xx"], f["errors"], rss
+      ok = reqs - f["non2xx"]
+      acc = reqs > 0 ? f["req/s"] * ok / reqs : 0
+      su = "-"; bu = "-"
+      if (measured && ok > 0) { su = sprintf("%.1f", cpu / tck * 1e6 / ok); bu = sprintf("%.1f", bcpu / tck * 1e6 / ok) }
+      printf "%s|%s|%.0f|%s|%s|%s|%s|%s|%s|%s|%s\n", name, c, acc, f["p50_ms"], f["p99_ms"], f["max_ms"], f["non2xx"], f["errors"], rss, su, bu
     }' >>"$RESULTS"
-  printf '    %-7s c=%-3s %s  peak RSS %s MiB\n' "$name" "$conns" "$line" "$rss"
+  printf '    %-7s c=%-3s %s  peak RSS %s MiB  CPU us/event %s (broker %s)\n' "$name" "$conns" "$line" "$rss" \
+    "$(tail -1 "$RESULTS" | cut -d'|' -f10)" "$(tail -1 "$RESULTS" | cut -d'|' -f11)"
 }
 
 # ---------------------------------------------------------------- one run
@@ -394,7 +417,7 @@ fi
 echo
 echo "== results (DURATION=${DURATION}s, wrk -t${WRK_THREADS}, $(nproc) CPUs, $(date -u +%FT%TZ))"
 {
-  echo "target|conns|accepted/s|p50 ms|p99 ms|max ms|non-2xx|sock err|peak RSS MiB"
+  echo "target|conns|accepted/s|p50 ms|p99 ms|max ms|non-2xx|sock err|peak RSS MiB|CPU us/event|broker CPU us/event"
   cat "$RESULTS"
 } | column -t -s'|'
 echo "each run: fresh Tansu (memory storage) + fresh service, ${WARMUP} s warm-up at 16 conns, then the measured run"
@@ -415,6 +438,13 @@ if [[ "$b64" =~ ^[0-9]+$ && "$p64" =~ ^[0-9]+$ && "$p64" -gt 0 ]]; then
     "$(verdict "$(awk -v r="$ratio" 'BEGIN {print (r >= 6)}')")" "$b64" "$p64" "$ratio"
 else
   echo "FAIL bridge events/s at 64 conns >= 6 x peer: no figure (bridge '$b64', peer '$p64')"
+fi
+bcpu64=$(field bridge 64 10); pcpu64=$(field peer 64 10)
+if [[ "$bcpu64" =~ ^[0-9.]+$ && "$pcpu64" =~ ^[0-9.]+$ ]]; then
+  # Not a target of its own: the work each service does per event, whoever
+  # else (broker, wrk) competes for the two CPUs.
+  printf 'info CPU per accepted event at 64 conns: bridge %s us, peer %s us = %sx less\n' "$bcpu64" "$pcpu64" \
+    "$(awk -v a="$pcpu64" -v b="$bcpu64" 'BEGIN {if (b > 0) printf "%.1f", a / b; else print "-"}')"
 fi
 if [[ "$bp99" =~ ^[0-9.]+$ ]]; then
   printf '%-4s bridge p99 at 16 conns <= 10 ms: %s ms\n' "$(verdict "$(awk -v p="$bp99" 'BEGIN {print (p <= 10)}')")" "$bp99"
