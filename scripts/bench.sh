@@ -212,8 +212,9 @@ run_wrk() {
       if (measured && ok > 0) { su = sprintf("%.1f", cpu / tck * 1e6 / ok); bu = sprintf("%.1f", bcpu / tck * 1e6 / ok) }
       printf "%s|%s|%.0f|%s|%s|%s|%s|%s|%s|%s|%s\n", name, c, acc, f["p50_ms"], f["p99_ms"], f["max_ms"], f["non2xx"], f["errors"], rss, su, bu
     }' >>"$RESULTS"
-  printf '    %-7s c=%-3s %s  peak RSS %s MiB  CPU us/event %s (broker %s)\n' "$name" "$conns" "$line" "$rss" \
-    "$(tail -1 "$RESULTS" | cut -d'|' -f10)" "$(tail -1 "$RESULTS" | cut -d'|' -f11)"
+  local row
+  IFS='|' read -r -a row < <(tail -1 "$RESULTS")
+  printf '    %-7s c=%-3s %s  peak RSS %s MiB  CPU us/event %s (broker %s)\n' "$name" "$conns" "$line" "$rss" "${row[9]}" "${row[10]}"
 }
 
 # ---------------------------------------------------------------- one run
